@@ -1,0 +1,33 @@
+"""The one exception type users see.
+
+Every expected failure (bad params, a missing file, a corrupt image, a failed download) raises
+`SrganError` with a one-line message that names the file or key and what to do. Stage entry
+points and the CLI turn it into that line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from typing import TypeVar
+
+F = TypeVar("F", bound=Callable[..., object])
+
+
+class SrganError(Exception):
+    """An expected, user-facing failure; its message is the whole explanation."""
+
+
+def exit_on_error(main: F) -> F:
+    """Wrap an entry point so a `SrganError` prints one line and exits with status 2."""
+
+    @wraps(main)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        try:
+            return main(*args, **kwargs)
+        except SrganError as err:
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    return wrapper  # type: ignore[return-value]
