@@ -1,0 +1,86 @@
+"""Model files and training checkpoints: `state_dict`s plus the config that built them.
+
+Everything is written atomically (temp file + rename) and read with `weights_only=True`, so a
+killed write never leaves a half file and a crafted pickle cannot run code on load.
+"""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from srgan.atomic import atomic_path
+from srgan.errors import SrganError
+from srgan.models import Discriminator, Generator
+
+GENERATOR_FORMAT = "srgan-generator-v1"
+DISCRIMINATOR_FORMAT = "srgan-discriminator-v1"
+TRAINING_FORMAT = "srgan-training-v1"
+
+
+def save(path: str | Path, payload: dict[str, Any]) -> None:
+    """Atomically `torch.save` a dict of tensors, numbers, strings, lists and dicts."""
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load(path: str | Path, expected_format: str) -> dict[str, Any]:
+    """Load a file saved by `save`, refusing anything that is not plain data of the right kind."""
+    path = Path(path)
+    if not path.is_file():
+        raise SrganError(f"{path}: file not found")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
+        raise SrganError(f"{path}: refused to load, not plain weights ({first[:160]})") from None
+    except Exception as err:  # noqa: BLE001 - truncated zip, random bytes...
+        raise SrganError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__})") from None
+    found = payload.get("format") if isinstance(payload, dict) else None
+    if found != expected_format:
+        raise SrganError(f"{path}: is a {found or 'foreign'} file, expected {expected_format}")
+    return payload
+
+
+def generator_config(scale: int, blocks: int, channels: int, bicubic_skip: bool) -> dict[str, Any]:
+    return {"scale": scale, "blocks": blocks, "channels": channels, "bicubic_skip": bicubic_skip}
+
+
+def save_generator(path: str | Path, model: Generator, config: dict[str, Any]) -> None:
+    save(path, {"format": GENERATOR_FORMAT, "config": config, "state_dict": cpu_state_dict(model)})
+
+
+def load_generator(path: str | Path, expect: dict[str, Any] | None = None) -> Generator:
+    """Rebuild the generator from its own stored config; `expect` refuses another architecture."""
+    payload = load(path, GENERATOR_FORMAT)
+    config = payload["config"]
+    if expect is not None:
+        check_config(path, config, expect)
+    model = Generator(**config)
+    model.load_state_dict(payload["state_dict"])
+    return model.eval()
+
+
+def save_discriminator(path: str | Path, model: Discriminator, channels: int) -> None:
+    save(path, {"format": DISCRIMINATOR_FORMAT, "config": {"channels": channels}, "state_dict": cpu_state_dict(model)})
+
+
+def check_config(path: str | Path, found: dict[str, Any], expected: dict[str, Any]) -> None:
+    """Refuse a checkpoint built for another architecture or scale, saying which key differs."""
+    for key, value in expected.items():
+        if found.get(key) != value:
+            raise SrganError(
+                f"{path}: built with {key}={found.get(key)!r}, but the params ask for {key}={value!r}; "
+                "delete the file or change the params to match"
+            )
+
+
+def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The weights as CPU tensors, unwrapped from DDP / torch.compile, to load into a plain module."""
+    # Unwrap DDP / torch.compile wrappers so files load into a plain module.
+    model = getattr(model, "module", model)
+    model = getattr(model, "_orig_mod", model)
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}

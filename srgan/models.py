@@ -1,0 +1,101 @@
+"""SRResNet generator and SRGAN discriminator (Ledig et al. 2017, Fig. 4), as plain `nn.Module`s.
+
+Images enter and leave as (N, 3, H, W) float tensors, RGB, in [0, 1]. The generator's output is
+not clamped (the MSE gradient needs the raw values); callers clamp when they make images.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class ResidualBlock(nn.Module):
+    """3×3 conv, BN, PReLU, 3×3 conv, BN, plus the identity."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.PReLU(channels),
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+class Generator(nn.Module):
+    """SRResNet: 9×9 conv + PReLU → B residual blocks → 3×3 conv + BN + global skip →
+    log2(scale) × [3×3 conv to 4C, PixelShuffle(2), PReLU] → 9×9 conv to RGB.
+
+    `bicubic_skip` is not in the paper: the network then predicts the residual over the bicubic
+    upsampling of its input (as VDSR does), which trains much faster on a short CPU schedule.
+    """
+
+    def __init__(self, scale: int = 4, blocks: int = 16, channels: int = 64, bicubic_skip: bool = False) -> None:
+        super().__init__()
+        if scale not in (2, 4, 8):
+            raise ValueError(f"scale must be 2, 4 or 8, got {scale}")
+        self.scale = scale
+        self.bicubic_skip = bicubic_skip
+        self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU(channels))
+        self.blocks = nn.Sequential(*(ResidualBlock(channels) for _ in range(blocks)))
+        self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels))
+        self.upsample = nn.Sequential(
+            *(
+                layer
+                for _ in range(int(math.log2(scale)))
+                for layer in (nn.Conv2d(channels, channels * 4, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(channels))
+            )
+        )
+        self.tail = nn.Conv2d(channels, 3, 9, padding=4)
+
+    def forward(self, lr_img: torch.Tensor) -> torch.Tensor:
+        # lr_img: (N, 3, h, w) in [0, 1] -> returns (N, 3, h*scale, w*scale), ~[0, 1], unclamped
+        features = self.head(lr_img)  # (N, C, h, w)
+        features = features + self.body_tail(self.blocks(features))
+        sr_img = self.tail(self.upsample(features))  # (N, 3, h*scale, w*scale)
+        if self.bicubic_skip:
+            sr_img = sr_img + F.interpolate(lr_img, scale_factor=self.scale, mode="bicubic", align_corners=False)
+        return sr_img
+
+
+def _conv_block(in_channels: int, out_channels: int, stride: int, batch_norm: bool) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(out_channels))
+    layers.append(nn.LeakyReLU(0.2))
+    return layers
+
+
+class Discriminator(nn.Module):
+    """8 conv layers of 3×3 in pairs of width C, 2C, 4C, 8C (stride 1 then 2), LeakyReLU 0.2,
+    BN on all but the first → adaptive average pool to 6×6 → dense 1024 → LeakyReLU → dense 1.
+
+    The pool keeps the dense layer the paper's size for any crop (96 px gives 6×6 already).
+    Returns logits (N,); the paper's sigmoid lives in the BCE-with-logits loss.
+    """
+
+    def __init__(self, channels: int = 64) -> None:
+        super().__init__()
+        widths = [channels, channels * 2, channels * 4, channels * 8]
+        layers: list[nn.Module] = []
+        in_channels = 3
+        for i, width in enumerate(widths):
+            layers += _conv_block(in_channels, width, stride=1, batch_norm=i > 0)
+            layers += _conv_block(width, width, stride=2, batch_norm=True)
+            in_channels = width
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(6))
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(widths[-1] * 36, 1024), nn.LeakyReLU(0.2), nn.Linear(1024, 1)
+        )
+
+    def forward(self, hr_img: torch.Tensor) -> torch.Tensor:
+        # hr_img: (N, 3, H, W) in [0, 1] -> logits (N,)
+        return self.classifier(self.features(hr_img)).squeeze(1)

@@ -1,0 +1,24 @@
+"""DVC stage `pretrain`: SRResNet on pixel MSE → models/srresnet.pt (paths from dvc.yaml)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from srgan.config import load_params
+from srgan.errors import exit_on_error
+from srgan.training import pretrain
+
+
+@exit_on_error
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="preprocessed shards folder")
+    parser.add_argument("--out", type=Path, required=True, help="generator file to write")
+    parser.add_argument("--curves", type=Path, required=True, help="training curves CSV to write")
+    args = parser.parse_args()
+    pretrain(load_params(), args.data, args.out, args.curves)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,26 @@
+"""DVC stage `train`: SRGAN from the pretrained SRResNet → models/srgan.pt and the discriminator."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from srgan.config import load_params
+from srgan.errors import exit_on_error
+from srgan.training import train_gan
+
+
+@exit_on_error
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="preprocessed shards folder")
+    parser.add_argument("--init", type=Path, required=True, help="pretrained SRResNet generator file")
+    parser.add_argument("--out", type=Path, required=True, help="SRGAN generator file to write")
+    parser.add_argument("--discriminator", type=Path, required=True, help="discriminator file to write")
+    parser.add_argument("--curves", type=Path, required=True, help="training curves CSV to write")
+    args = parser.parse_args()
+    train_gan(load_params(), args.data, args.init, args.out, args.discriminator, args.curves)
+
+
+if __name__ == "__main__":
+    main()
