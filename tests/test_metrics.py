@@ -1,0 +1,149 @@
+"""MSE / PSNR / SSIM conventions: closed-form values, BT.601 by hand, skimage, the literature baselines."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage.metrics import structural_similarity
+
+from srgan.errors import SrganError
+from srgan.imresize import imresize_uint8, modcrop
+from srgan.metrics import Convention, Scores, average, convention, measure, mse, psnr, rgb_to_y, ssim
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
+
+
+def _random_rgb(seed: int, shape: tuple[int, ...] = (40, 36, 3)) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, size=shape, dtype=np.uint8)
+
+
+@pytest.mark.parametrize(("error", "expected_psnr"), [(1, 48.1308036087), (10, 28.1308036087)])
+def test_psnr_of_a_constant_error(error: int, expected_psnr: float) -> None:
+    # 10 log10(255^2 / error^2): 48.1308 dB for an error of 1, 20 dB less for an error of 10.
+    hr = np.full((32, 32), 100, dtype=np.uint8)
+    sr = hr + np.uint8(error)
+    assert mse(sr, hr, crop_border=0, y_channel=True) == error**2
+    assert psnr(sr, hr, crop_border=0, y_channel=True) == pytest.approx(expected_psnr, abs=1e-9)
+
+
+def test_mse_over_rgb_channels_is_exact() -> None:
+    hr = _random_rgb(0).clip(0, 200)
+    sr = hr + np.array([1, 2, 3], dtype=np.uint8)  # per-channel errors 1, 2, 3
+    assert mse(sr, hr, crop_border=0, y_channel=False) == pytest.approx(14 / 3, abs=1e-12)
+    assert psnr(sr, hr, crop_border=4, y_channel=False) == pytest.approx(10 * math.log10(255**2 * 3 / 14), abs=1e-9)
+
+
+def test_bt601_y_by_hand() -> None:
+    # (100, 150, 200): 16 + (65.481 * 100 + 128.553 * 150 + 24.966 * 200) / 255
+    #                = 16 + 30824.25 / 255 = 136.8794117647...; MATLAB's uint8 rgb2ycbcr gives 137.
+    pixels = np.array([[[100, 150, 200], [255, 0, 0], [0, 255, 0], [255, 255, 255], [0, 0, 0]]], dtype=np.uint8)
+    exact = rgb_to_y(pixels, round_y=False)[0]
+    np.testing.assert_allclose(exact, [136.87941176470588, 81.481, 144.553, 235.0, 16.0], rtol=0, atol=1e-9)
+    assert rgb_to_y(pixels, round_y=True)[0].tolist() == [137.0, 81.0, 145.0, 235.0, 16.0]
+
+
+def test_rounding_y_changes_the_error() -> None:
+    # Grey 100 -> Y 101.882 -> 102 and grey 101 -> Y 102.741 -> 103: rounded, the error is 1;
+    # unrounded it is 219/255 (the Y gain of a grey step).
+    hr = np.full((16, 16, 3), 100, dtype=np.uint8)
+    sr = hr + np.uint8(1)
+    assert mse(sr, hr, crop_border=0, y_channel=True, round_y=True) == 1.0
+    assert mse(sr, hr, crop_border=0, y_channel=True, round_y=False) == pytest.approx((219 / 255) ** 2, abs=1e-12)
+
+
+def test_grayscale_is_measured_on_its_own_values() -> None:
+    # No Y conversion for grayscale (MATLAB skips rgb2ycbcr when size(im, 3) == 1): an error of
+    # 10 grey levels is an MSE of 100, where converting grey to Y would give (10 * 219/255)^2.
+    hr = np.full((16, 16), 50, dtype=np.uint8)
+    sr = hr + np.uint8(10)
+    assert mse(sr, hr, crop_border=0, y_channel=True) == 100.0
+    assert mse(sr[:, :, None], hr[:, :, None], crop_border=0, y_channel=True) == 100.0
+
+
+def test_ssim_of_identical_images_is_one() -> None:
+    image = _random_rgb(1)
+    assert ssim(image, image, crop_border=4, y_channel=True) == 1.0
+    assert ssim(image, image, crop_border=0, y_channel=False) == 1.0
+    assert math.isinf(psnr(image, image, crop_border=0, y_channel=True))
+
+
+def test_ssim_agrees_with_skimage() -> None:
+    # skimage with gaussian_weights=True, sigma=1.5 (truncate 3.5) filters with an 11-tap
+    # Gaussian, radius 5, in 'same' mode (reflect padding), then averages the SSIM map after
+    # cropping pad = (11 - 1) // 2 = 5 px per side (3 px is only for its default 7x7 window).
+    # The 5-px-cropped 'same' map is exactly the 'valid' map of MATLAB's ssim_index (no value in
+    # it sees the padding), so skimage's mean and ours are the same number, not just close.
+    a = np.random.default_rng(2).uniform(0, 255, size=(48, 40))
+    b = np.clip(a + np.random.default_rng(3).normal(0, 60, size=a.shape), 0, 255)
+    expected, ssim_map = structural_similarity(
+        a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=255, full=True
+    )
+    assert ssim(b, a, crop_border=0, y_channel=True) == pytest.approx(expected, abs=1e-10)
+    assert ssim_map[5:-5, 5:-5].mean() == pytest.approx(expected, abs=1e-12)
+    assert 0.2 < expected < 0.9  # a pair that tests something: neither identical nor unrelated
+
+
+def test_border_crop_removes_border_errors() -> None:
+    hr = _random_rgb(4)
+    sr = hr.copy()
+    sr[:4] = 255 - sr[:4]  # errors only in the 4-px border
+    sr[:, -4:] = 0
+    assert math.isinf(psnr(sr, hr, crop_border=4, y_channel=True))
+    assert ssim(sr, hr, crop_border=4, y_channel=True) == 1.0
+    assert psnr(sr, hr, crop_border=3, y_channel=True) < 30
+    assert ssim(sr, hr, crop_border=0, y_channel=True) < 1.0
+
+
+def test_conventions_are_named_and_explicit() -> None:
+    matlab = convention(4)
+    assert matlab == Convention("matlab", y_channel=True, round_y=True, crop_border=4)
+    assert convention(3, "rgb") == Convention("rgb", y_channel=False, round_y=False, crop_border=3)
+    assert matlab.describe() == "matlab: BT.601 Y rounded to integers (grayscale as is), 4 px border crop"
+    with pytest.raises(SrganError, match="unknown metric convention 'ycbcr'"):
+        convention(4, "ycbcr")
+
+
+def test_measure_and_average() -> None:
+    hr = _random_rgb(5)
+    sr = np.clip(hr.astype(int) + np.random.default_rng(6).integers(-8, 9, size=hr.shape), 0, 255).astype(np.uint8)
+    scores = measure(sr, hr, convention(4))
+    assert scores.convention == "matlab" and scores.images == 1
+    assert scores.mse == mse(sr, hr, crop_border=4, y_channel=True)
+    assert scores.psnr == pytest.approx(10 * math.log10(255**2 / scores.mse), abs=1e-12)
+    assert scores.ssim == ssim(sr, hr, crop_border=4, y_channel=True)
+    assert measure(sr, hr, convention(4, "rgb")).mse != scores.mse
+    # The papers average per-image PSNR, not the PSNR of the mean MSE.
+    mean = average([Scores(30.0, 0.8, 65.0, 1, "matlab"), Scores(40.0, 0.9, 6.5, 1, "matlab")])
+    assert mean == Scores(psnr=35.0, ssim=pytest.approx(0.85), mse=35.75, images=2, convention="matlab")
+    with pytest.raises(SrganError, match="different conventions"):
+        average([Scores(30.0, 0.8, 65.0, 1, "matlab"), Scores(30.0, 0.8, 65.0, 1, "rgb")])
+    with pytest.raises(SrganError, match="shape"):
+        measure(sr[:-1], hr, convention(4))
+
+
+# Bicubic x4, published with MATLAB (VDSR, EDSR, RCAN tables): PSNR (dB) and SSIM on Y.
+LITERATURE_BICUBIC_X4 = {"Set5": (28.42, 0.8104), "Set14": (26.00, 0.7027), "BSD100": (25.96, 0.6675)}
+
+
+@pytest.mark.parametrize("name", sorted(LITERATURE_BICUBIC_X4))
+def test_bicubic_baselines_match_literature(name: str) -> None:
+    folder = BENCHMARKS / name
+    if not folder.is_dir():
+        pytest.skip(f"benchmark images not present at {folder}")
+    results = []
+    for path in sorted(folder.glob("*.png")):
+        with Image.open(path) as img:
+            assert img.mode in ("RGB", "L"), f"{path.name}: mode {img.mode}"
+            hr_img = modcrop(np.asarray(img), 4)  # (H, W, 3) RGB or (H, W) grey, uint8
+        lr_img = imresize_uint8(hr_img, 1 / 4)
+        sr_img = imresize_uint8(lr_img, 4)
+        results.append(measure(sr_img, hr_img, convention(4)))
+    mean = average(results)
+    expected_psnr, expected_ssim = LITERATURE_BICUBIC_X4[name]
+    assert mean.images == {"Set5": 5, "Set14": 14, "BSD100": 100}[name]
+    assert abs(mean.psnr - expected_psnr) <= 0.01, f"{name}: PSNR {mean.psnr:.4f}"
+    assert abs(mean.ssim - expected_ssim) <= 0.001, f"{name}: SSIM {mean.ssim:.4f}"
