@@ -1,0 +1,251 @@
+"""Evaluation: upscale every image of a set with bicubic, SRResNet and SRGAN, measure, report.
+
+An *upscaler* is any function uint8 LR (h, w[, 3]) → uint8 SR (h·s, w·s[, 3]); bicubic and a
+generator are both upscalers, so `srgan eval` and the evaluate stage share one measuring path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from srgan.atomic import write_json, write_text
+from srgan.checkpoint import load_generator
+from srgan.config import Params, flatten
+from srgan.errors import SrganError
+from srgan.imageio import read_image, write_png
+from srgan.imresize import bicubic_upscale, imresize_uint8, modcrop
+from srgan.metrics import Convention, Scores, average, convention, measure
+from srgan.runtime import Runtime, resolve_runtime
+from srgan.sources import IMAGE_EXTENSIONS, slug
+from srgan.tracking import stage_run
+
+Upscaler = Callable[[np.ndarray], np.ndarray]
+MODELS = ("bicubic", "srresnet", "srgan")
+# Table 2 of Ledig et al. 2017 (×4, PSNR/SSIM), and the MATLAB bicubic baseline of EDSR/RCAN.
+PAPER = {
+    "set5": {"bicubic": (28.42, 0.8104), "srresnet": (32.05, 0.9019), "srgan": (29.40, 0.8472)},
+    "set14": {"bicubic": (26.00, 0.7027), "srresnet": (28.49, 0.8184), "srgan": (26.02, 0.7397)},
+    "bsd100": {"bicubic": (25.96, 0.6675), "srresnet": (27.58, 0.7620), "srgan": (25.16, 0.6688)},
+}
+# ITU-R BT.601 luma weights: how a colour SR output of a grayscale input is turned back to gray.
+_LUMA = np.array([0.299, 0.587, 0.114])
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One eval image: HR modcropped to the scale, LR made from it by MATLAB bicubic.
+
+    Both uint8, (H, W, 3) RGB or (H, W) for grayscale images, which are measured raw.
+    """
+
+    name: str
+    lr_img: np.ndarray
+    hr_img: np.ndarray
+
+
+def bicubic(scale: int) -> Upscaler:
+    return lambda lr_img: bicubic_upscale(lr_img, scale)
+
+
+def generator_upscaler(gen: torch.nn.Module, rt: Runtime) -> Upscaler:
+    """Whole-image inference with `gen` on `rt`; grayscale in gives grayscale out."""
+    gen = gen.to(rt.device).eval()
+
+    @torch.no_grad()
+    def upscale(lr_img: np.ndarray) -> np.ndarray:
+        gray = lr_img.ndim == 2
+        rgb = np.repeat(lr_img[:, :, None], 3, axis=2) if gray else lr_img
+        x = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(rt.device).float().div(255)  # (1, 3, h, w) in [0, 1]
+        with rt.autocast():
+            sr_img = gen(x)
+        sr = sr_img.float().clamp(0, 1).mul(255).round()[0].permute(1, 2, 0).cpu().numpy()  # (H, W, 3) 0..255
+        if gray:
+            return np.clip(np.round(sr @ _LUMA), 0, 255).astype(np.uint8)
+        return sr.astype(np.uint8)
+
+    return upscale
+
+
+def list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+def pairs_from_hr_folder(folder: Path, scale: int, max_pixels: int) -> list[Pair]:
+    """Read every HR image of a folder and make its LR the way preprocess does (for `srgan eval`)."""
+    if not folder.is_dir():
+        raise SrganError(f"{folder}: not a folder of images")
+    files = list_images(folder)
+    if not files:
+        raise SrganError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    pairs = []
+    for path in files:
+        hr_img = modcrop(read_image(path, max_pixels=max_pixels, keep_gray=True), scale)
+        pairs.append(Pair(path.stem, imresize_uint8(hr_img, 1 / scale), hr_img))
+    return pairs
+
+
+def pairs_from_prepared(folder: Path, max_pixels: int) -> list[Pair]:
+    """The eval pairs preprocess wrote: `<folder>/hr/<name>.png` and `<folder>/lr/<name>.png`."""
+    hr_files = list_images(folder / "hr")
+    if not hr_files:
+        raise SrganError(f"{folder}/hr: no images; run the preprocess stage (dvc repro preprocess)")
+    return [
+        Pair(
+            path.stem,
+            read_image(folder / "lr" / path.name, max_pixels=max_pixels, keep_gray=True),
+            read_image(path, max_pixels=max_pixels, keep_gray=True),
+        )
+        for path in hr_files
+    ]
+
+
+def evaluate(upscaler: Upscaler, pairs: Sequence[Pair], conv: Convention) -> tuple[Scores, list[np.ndarray]]:
+    """Mean scores over `pairs`, and the SR images (kept for figures)."""
+    outputs = [upscaler(pair.lr_img) for pair in pairs]
+    return average([measure(sr, pair.hr_img, conv) for sr, pair in zip(outputs, pairs)]), outputs
+
+
+def metrics_json(results: dict[str, dict[str, Scores]]) -> dict[str, dict[str, dict[str, float]]]:
+    """`{set: {model: {psnr, ssim, mse}}}`, rounded so equal runs give equal bytes."""
+    return {
+        name: {model: {"psnr": round(s.psnr, 4), "ssim": round(s.ssim, 4), "mse": round(s.mse, 4)} for model, s in scores.items()}
+        for name, scores in results.items()
+    }
+
+
+def results_markdown(results: dict[str, dict[str, Scores]], conv: Convention, notes: Sequence[str]) -> str:
+    """The seed's table per set (rows MSE, PSNR, SSIM; one column per model), plus the paper's."""
+    lines = ["# Results", "", f"Metric convention: {conv.describe()}; images in 0–255.", ""]
+    lines += [f"- {note}" for note in notes]
+    for name, scores in results.items():
+        count = next(iter(scores.values())).images
+        lines += ["", f"## {name} ({count} images)", "", "| metric | " + " | ".join(MODELS) + " |", "|---|" + "---:|" * len(MODELS)]
+        lines.append("| MSE | " + " | ".join(f"{scores[m].mse:.2f}" for m in MODELS) + " |")
+        lines.append("| PSNR (dB) | " + " | ".join(f"{scores[m].psnr:.2f}" for m in MODELS) + " |")
+        lines.append("| SSIM | " + " | ".join(f"{scores[m].ssim:.4f}" for m in MODELS) + " |")
+        if name in PAPER:
+            paper = PAPER[name]
+            lines.append("| paper PSNR | " + " | ".join(f"{paper[m][0]:.2f}" for m in MODELS) + " |")
+            lines.append("| paper SSIM | " + " | ".join(f"{paper[m][1]:.4f}" for m in MODELS) + " |")
+    if any(name in PAPER for name in results):
+        lines += ["", "Paper rows: SRResNet and SRGAN from Ledig et al. 2017, Table 2; bicubic as published "
+                  "with MATLAB by the EDSR/RCAN papers."]
+    return "\n".join(lines) + "\n"
+
+
+def figure(pair: Pair, outputs: dict[str, np.ndarray], scale: int, crop: int) -> np.ndarray:
+    """Centre crops side by side: LR (nearest-upscaled) | bicubic | SRResNet | SRGAN | HR.
+
+    Returns uint8 (crop + label bar, 5·crop + gaps, 3) RGB; grayscale images are shown as RGB.
+    """
+    height, width = pair.hr_img.shape[:2]
+    side = min(crop, height, width) // scale * scale
+    top, left = (height - side) // 2 // scale * scale, (width - side) // 2 // scale * scale
+
+    def rgb(img: np.ndarray) -> np.ndarray:
+        return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
+
+    lr_crop = pair.lr_img[top // scale : (top + side) // scale, left // scale : (left + side) // scale]
+    panels = {"LR": np.kron(rgb(lr_crop), np.ones((scale, scale, 1), dtype=np.uint8))}
+    panels.update({model: rgb(outputs[model])[top : top + side, left : left + side] for model in MODELS})
+    panels["HR"] = rgb(pair.hr_img)[top : top + side, left : left + side]
+    gap, bar = 4, 16
+    canvas = Image.new("RGB", (len(panels) * (side + gap) - gap, side + bar), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (label, panel) in enumerate(panels.items()):
+        canvas.paste(Image.fromarray(panel), (i * (side + gap), bar))
+        draw.text((i * (side + gap) + 2, 2), label, fill="black")
+    return np.asarray(canvas)
+
+
+def write_reports(
+    reports: Path, results: dict[str, dict[str, Scores]], conv: Convention, notes: Sequence[str], figures: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """Write metrics.json, results.md and figures/*.png under `reports`; return the metrics dict."""
+    metrics = metrics_json(results)
+    write_json(reports / "metrics.json", metrics)
+    write_text(reports / "results.md", results_markdown(results, conv, notes))
+    figures_dir = reports / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for stale in figures_dir.glob("*.png"):
+        if stale.stem not in figures:
+            stale.unlink()
+    for name, image in figures.items():
+        write_png(figures_dir / f"{name}.png", image)
+    return metrics
+
+
+def as_table(results: dict[str, dict[str, Scores]]) -> dict[str, list[Any]]:
+    """Long-format table for `mlflow.log_table`: one row per (set, model)."""
+    rows = [(name, model, s.psnr, s.ssim, s.mse, s.images) for name, scores in results.items() for model, s in scores.items()]
+    return {key: [row[i] for row in rows] for i, key in enumerate(("set", "model", "psnr", "ssim", "mse", "images"))}
+
+
+def to_json_line(model: str, scores: Scores) -> str:
+    """`srgan eval --json`: exactly one flat JSON object."""
+    return json.dumps({"model": model, "psnr": scores.psnr, "ssim": scores.ssim, "mse": scores.mse,
+                       "images": scores.images, "convention": scores.convention})
+
+
+def departures(params: Params) -> list[str]:
+    """How this run differs from the paper, for results.md: every model or schedule option."""
+    notes = []
+    if params.model.bicubic_skip:
+        notes.append("model.bicubic_skip=true: the generator predicts a residual over bicubic upsampling "
+                     "of its input (VDSR-style); not in the paper")
+    if params.model.blocks != 16 or params.model.channels != 64:
+        notes.append(f"generator of {params.model.blocks} residual blocks × {params.model.channels} channels "
+                     "(the paper: 16 × 64)")
+    if params.train.content_loss != "vgg54":
+        notes.append(f"SRGAN content loss {params.train.content_loss} (the paper's best: vgg54)")
+    if params.data.train not in ("mirflickr25k",):
+        notes.append(f"trained on `{params.data.train}` (the paper: 350k ImageNet images; the seed: Mirflickr25k)")
+    notes.append(f"schedule: {params.pretrain.steps} SRResNet and {params.train.steps} SRGAN updates, "
+                 f"batch {params.pretrain.batch_size}/{params.train.batch_size}, HR crops "
+                 f"{params.pretrain.crop_size}/{params.train.crop_size} px (the paper: 1e6 and 2e5 updates, batch 16, 96 px)")
+    return notes
+
+
+def run_evaluation(params: Params, data_dir: Path, srresnet_path: Path, srgan_path: Path, reports: Path) -> None:
+    """The evaluate stage: every data.eval set × (bicubic, SRResNet, SRGAN) → reports and MLflow."""
+    rt = resolve_runtime(params.runtime)
+    conv = convention(params.scale)
+    expect = {"scale": params.scale}
+    upscalers = {
+        "bicubic": bicubic(params.scale),
+        "srresnet": generator_upscaler(load_generator(srresnet_path, expect=expect), rt),
+        "srgan": generator_upscaler(load_generator(srgan_path, expect=expect), rt),
+    }
+    results: dict[str, dict[str, Scores]] = {}
+    figures: dict[str, np.ndarray] = {}
+    for source in params.data.eval:
+        name = slug(source)
+        pairs = pairs_from_prepared(data_dir / "eval" / name, params.preprocess.max_pixels)
+        outputs: dict[str, list[np.ndarray]] = {}
+        results[name] = {}
+        for model, upscaler in upscalers.items():
+            results[name][model], outputs[model] = evaluate(upscaler, pairs, conv)
+        for i, pair in enumerate(pairs[: params.evaluate.figures]):
+            panels = {model: outputs[model][i] for model in MODELS}
+            figures[f"{name}_{pair.name}"] = figure(pair, panels, params.scale, params.evaluate.figure_crop)
+    described = rt.describe()
+    notes = [
+        f"evaluated on {described['runtime.hardware']} ({rt.device.type}, {rt.precision}), torch {torch.__version__}",
+        *departures(params),
+    ]
+    metrics = write_reports(reports, results, conv, notes, figures)
+    flat = {f"{s}.{m}.{k}": v for s, models in metrics.items() for m, scores in models.items() for k, v in scores.items()}
+    with stage_run("evaluate", {**flatten(params), **described, "metric_convention": conv.name}) as tracker:
+        tracker.log_metrics(flat, step=0)
+        tracker.log_table(as_table(results), "results_table.json")
+        tracker.log_artifact(reports / "results.md")
+        for name in figures:
+            tracker.log_artifact(reports / "figures" / f"{name}.png", "figures")

@@ -1,0 +1,25 @@
+"""DVC stage `evaluate`: bicubic, SRResNet and SRGAN on every data.eval set → reports/ and MLflow."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from srgan.config import load_params
+from srgan.errors import exit_on_error
+from srgan.evaluate import run_evaluation
+
+
+@exit_on_error
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, required=True, help="preprocessed data folder (holds eval/<set>/)")
+    parser.add_argument("--srresnet", type=Path, required=True, help="SRResNet generator file")
+    parser.add_argument("--srgan", type=Path, required=True, help="SRGAN generator file")
+    parser.add_argument("--reports", type=Path, required=True, help="reports folder to write")
+    args = parser.parse_args()
+    run_evaluation(load_params(), args.data, args.srresnet, args.srgan, args.reports)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Generator and discriminator shapes, and the step functions' effect on parameters."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from srgan.losses import ContentLoss
+from srgan.models import Discriminator, Generator
+from srgan.runtime import Runtime
+from srgan.training import discriminator_step, generator_step, mse_step
+
+CPU_FP32 = Runtime(torch.device("cpu"), "fp32")
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+@pytest.mark.parametrize("bicubic_skip", [False, True])
+def test_generator_output_shape_per_scale(scale: int, bicubic_skip: bool) -> None:
+    gen = Generator(scale=scale, blocks=2, channels=8, bicubic_skip=bicubic_skip)
+    sr_img = gen(torch.rand(2, 3, 10, 13))
+    assert sr_img.shape == (2, 3, 10 * scale, 13 * scale)
+
+
+def test_generator_upsampling_stages_follow_scale() -> None:
+    shuffles = [m for m in Generator(scale=8, blocks=1, channels=8).modules() if isinstance(m, torch.nn.PixelShuffle)]
+    assert len(shuffles) == 3  # log2(8) × PixelShuffle(2)
+
+
+@pytest.mark.parametrize("side", [96, 256, 40])
+def test_discriminator_gives_one_logit_per_image(side: int) -> None:
+    disc = Discriminator(channels=8)
+    assert disc(torch.rand(3, 3, side, side)).shape == (3,)
+
+
+def test_discriminator_has_eight_convs_bn_on_all_but_first() -> None:
+    disc = Discriminator(channels=8)
+    convs = [m for m in disc.modules() if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in disc.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert [c.out_channels for c in convs] == [8, 8, 16, 16, 32, 32, 64, 64]
+    assert [c.stride[0] for c in convs] == [1, 2] * 4
+    assert len(norms) == 7
+
+
+def _snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def _changed(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
+    return any(not torch.equal(b, p) for b, p in zip(before, module.parameters()))
+
+
+def test_gan_steps_change_only_their_own_network() -> None:
+    torch.manual_seed(0)
+    gen, disc = Generator(4, blocks=1, channels=8), Discriminator(channels=4)
+    opt_g = torch.optim.Adam(gen.parameters(), 1e-3)
+    opt_d = torch.optim.Adam(disc.parameters(), 1e-3)
+    lr_img, hr_img = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32)
+
+    g_before, d_before = _snapshot(gen), _snapshot(disc)
+    d_out = discriminator_step(gen, disc, opt_d, lr_img, hr_img, CPU_FP32)
+    assert _changed(d_before, disc)
+    assert not _changed(g_before, gen)  # fakes are detached: G is untouched by the D step
+    assert all(math.isfinite(float(v)) for v in d_out.values())
+    assert 0 < float(d_out["d_x"]) < 1 and 0 < float(d_out["d_g_z"]) < 1
+
+    g_before, d_before = _snapshot(gen), _snapshot(disc)
+    g_out = generator_step(gen, disc, opt_g, ContentLoss("mse"), 1e-3, lr_img, hr_img, CPU_FP32)
+    assert _changed(g_before, gen)
+    assert not _changed(d_before, disc)  # D is frozen during the G step
+    assert all(p.requires_grad for p in disc.parameters())  # ...and unfrozen after it
+    assert all(math.isfinite(float(v)) and float(v) > 0 for v in g_out.values())
+
+
+def test_mse_step_lowers_the_loss_on_a_fixed_batch() -> None:
+    torch.manual_seed(0)
+    gen = Generator(2, blocks=1, channels=8)
+    opt = torch.optim.Adam(gen.parameters(), 1e-3)
+    lr_img, hr_img = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16)
+    first = float(mse_step(gen, opt, lr_img, hr_img, CPU_FP32)["loss"])
+    for _ in range(20):
+        last = float(mse_step(gen, opt, lr_img, hr_img, CPU_FP32)["loss"])
+    assert last < first

@@ -1,0 +1,167 @@
+"""Training stages end to end on tiny shards: resume after SIGKILL, NaN guard, MLflow records."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from srgan.checkpoint import load_generator, save_generator, generator_config
+from srgan.errors import SrganError
+from srgan.models import Generator
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_PARAMS = """
+preprocess: {hr_size: 32}
+model: {blocks: 1, channels: 8, d_channels: 4}
+runtime: {workers: 0, precision: fp32}
+pretrain: {steps: STEPS, batch_size: 2, crop_size: 16, log_every: 5, val_every: 10, checkpoint_every: 5}
+train: {steps: 12, batch_size: 2, crop_size: 16, log_every: 5, val_every: 6, checkpoint_every: 6}
+"""
+
+
+def write_tiny_project(root: Path, steps: int = 20) -> None:
+    """Random 32→8 px shards (train: 24 patches, val: 4) and a params.yaml of tiny models."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 24), ("val", 4)):
+        folder = root / "data" / "prepared" / split
+        folder.mkdir(parents=True)
+        hr = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+        np.save(folder / "hr_00000.npy", hr)
+        np.save(folder / "lr_00000.npy", np.ascontiguousarray(hr[:, ::4, ::4]))
+    (root / "data" / "prepared" / "manifest.json").write_text("{}")
+    (root / "params.yaml").write_text(TINY_PARAMS.replace("STEPS", str(steps)))
+
+
+def stage(root: Path, name: str, *args: str, **popen: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("DVC_ROOT", None)
+    return subprocess.Popen([sys.executable, "-m", f"stages.{name}", *args], cwd=root, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+PRETRAIN = ("--data", "data/prepared", "--out", "models/srresnet.pt", "--curves", "reports/plots/pretrain.csv")
+
+
+def test_pretrain_resumes_after_sigkill_and_ends_at_the_configured_step(tmp_path: Path) -> None:
+    write_tiny_project(tmp_path, steps=400)
+    proc = stage(tmp_path, "pretrain", *PRETRAIN)
+    checkpoints = tmp_path / ".cache" / "pretrain"
+    deadline = time.time() + 120
+    while not list(checkpoints.glob("*/last.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "models" / "srresnet.pt").exists()
+    saved = torch.load(next(checkpoints.glob("*/last.pt")), weights_only=True)
+    assert 5 <= saved["step"] < 400 and saved["step"] % 5 == 0
+
+    second = stage(tmp_path, "pretrain", *PRETRAIN)
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    resumed_from = int(err.split("resuming from step ")[1].split()[0])
+    assert resumed_from >= saved["step"]
+    rows = (tmp_path / "reports" / "plots" / "pretrain.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,val_psnr"
+    steps = [int(r.split(",")[0]) for r in rows[1:]]
+    assert steps == list(range(5, 401, 5))  # no step lost or repeated across the kill
+    assert load_generator(tmp_path / "models" / "srresnet.pt").scale == 4
+
+
+def test_tiny_pretrain_and_train_are_recorded_in_mlflow(tmp_path: Path) -> None:
+    write_tiny_project(tmp_path, steps=20)
+    first = stage(tmp_path, "pretrain", *PRETRAIN)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    second = stage(tmp_path, "train", "--data", "data/prepared", "--init", "models/srresnet.pt", "--out", "models/srgan.pt",
+                   "--discriminator", "models/discriminator.pt", "--curves", "reports/plots/train.csv")
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("srgan")
+    runs = {r.data.tags["stage"]: r for r in client.search_runs([experiment.experiment_id])}
+    assert set(runs) == {"pretrain", "train"}
+    train = runs["train"]
+    assert train.data.params["train.adv_weight"] == "0.001"
+    assert train.data.params["runtime.resolved_precision"] == "fp32"
+    assert train.data.params["runtime.world_size"] == "1"
+    assert len(train.data.tags["git_commit"]) > 0 and "dvc_exp" in train.data.tags
+    for key in ("g_content", "g_adv", "d_real", "d_fake", "d_x", "d_g_z", "val_psnr"):
+        history = client.get_metric_history(train.info.run_id, key)
+        assert len(history) > 1, key
+        assert history[-1].step == 12
+    assert [m.step for m in client.get_metric_history(runs["pretrain"].info.run_id, "loss")] == [5, 10, 15, 20]
+    artifacts = [a.path for a in client.list_artifacts(train.info.run_id, "grids")]
+    assert "grids/step_0000012.png" in artifacts
+
+    import mlflow.pytorch
+
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    logged = mlflow.pytorch.load_model(f"runs:/{train.info.run_id}/generator", map_location="cpu")
+    with torch.no_grad():
+        out = logged(torch.rand(1, 3, 10, 12))
+    assert out.shape == (1, 3, 40, 48)
+    reference = load_generator(tmp_path / "models" / "srgan.pt")
+    x = torch.rand(1, 3, 9, 7)
+    with torch.no_grad():
+        assert torch.allclose(logged(x), reference(x), atol=1e-6)
+
+
+def test_nan_loss_stops_the_stage_and_keeps_the_last_checkpoint(tmp_path: Path) -> None:
+    write_tiny_project(tmp_path, steps=20)
+    params = (tmp_path / "params.yaml").read_text().replace("pretrain: {", "pretrain: {learning_rate: 1.0e+30, ")
+    (tmp_path / "params.yaml").write_text(params)
+    proc = stage(tmp_path, "pretrain", *PRETRAIN)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2
+    assert "error: pretrain: loss loss=nan" in err or "error: pretrain: loss loss=inf" in err
+    assert not (tmp_path / "models" / "srresnet.pt").exists()
+    for ckpt in (tmp_path / ".cache").glob("pretrain/*/last.pt"):
+        state = torch.load(ckpt, weights_only=True)
+        assert all(torch.isfinite(v).all() for v in state["generator"].values() if v.is_floating_point())
+
+
+def test_checkpoint_from_another_architecture_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "g.pt"
+    save_generator(path, Generator(2, 1, 8), generator_config(2, 1, 8, False))
+    with pytest.raises(SrganError, match="built with scale=2, but the params ask for scale=4"):
+        load_generator(path, expect={"scale": 4, "blocks": 1, "channels": 8, "bicubic_skip": False})
+    with pytest.raises(SrganError, match="built with blocks=1"):
+        load_generator(path, expect={"scale": 2, "blocks": 16})
+
+
+def test_crafted_pickle_is_refused_and_its_code_does_not_run(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "srgan-generator-v1", "payload": Exploit()}, path)
+    with pytest.raises(SrganError, match="refused to load"):
+        load_generator(path)
+    assert not marker.exists()
+
+
+def test_unknown_and_ill_typed_params_fail_before_work(tmp_path: Path) -> None:
+    write_tiny_project(tmp_path)
+    for bad, key in (("train: {adv_wieght: 0.1}", "train.adv_wieght"), ("train: {steps: -1}", "train.steps=-1")):
+        (tmp_path / "params.yaml").write_text(bad)
+        proc = stage(tmp_path, "pretrain", *PRETRAIN)
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2
+        assert err.strip().count("\n") == 0 and key in err
+    assert not (tmp_path / "mlflow.db").exists()
