@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from srgan.config import load_params
+from srgan.config import flatten, load_params
 from srgan.download import materialize
 from srgan.errors import exit_on_error
+from srgan.runtime import project_root
 from srgan.sources import check_source
-
-# Downloads and their resumable partial files live outside the declared out, which `dvc repro`
-# deletes before the stage runs; relative to the working directory, the repo root under DVC.
-CACHE = Path(".cache/download")
+from srgan.tracking import stage_run
 
 
 @exit_on_error
@@ -25,9 +24,17 @@ def main() -> None:
     check_source(params.data.train, "data.train")
     for i, name in enumerate(params.data.eval):
         check_source(name, f"data.eval[{i}]")
-    for name in dict.fromkeys((params.data.train, *params.data.eval)):
-        for folder in materialize(name, args.out, CACHE, max_bytes=int(params.download.max_unpacked_gb * 1e9)):
-            print(f"download: {name} -> {folder}")
+    # Downloads and their resumable partial files live outside the declared out, which `dvc repro`
+    # deletes before the stage runs, and are shared by DVC's temporary experiment copies.
+    cache = project_root() / ".cache" / "download"
+    with stage_run("download", flatten(params)) as tracker:
+        for name in dict.fromkeys((params.data.train, *params.data.eval)):
+            for folder in materialize(name, args.out, cache, max_bytes=int(params.download.max_unpacked_gb * 1e9)):
+                manifest = json.loads((folder / "manifest.json").read_text())
+                label = folder.relative_to(args.out).as_posix().replace("/", ".")
+                tracker.log_metrics({f"files.{label}": len(manifest["files"]), f"skipped.{label}": len(manifest["skipped"])}, step=0)
+                tracker.log_artifact(folder / "manifest.json", f"manifests/{label}")
+                print(f"download: {name} -> {folder} ({len(manifest['files'])} files)")
 
 
 if __name__ == "__main__":
