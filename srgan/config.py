@@ -28,7 +28,7 @@ def _non_negative(value: float) -> bool:
 
 
 def _fraction(value: float) -> bool:
-    return 0 <= value < 1
+    return 0 < value < 1
 
 
 def _check(rule: typing.Callable[[Any], bool], text: str) -> Any:
@@ -38,7 +38,7 @@ def _check(rule: typing.Callable[[Any], bool], text: str) -> Any:
 
 POSITIVE = _check(_positive, "must be > 0")
 NON_NEGATIVE = _check(_non_negative, "must be >= 0")
-FRACTION = _check(_fraction, "must be in [0, 1)")
+FRACTION = _check(_fraction, "must be in (0, 1): training validates on held-out images")
 
 
 @dataclass(frozen=True)

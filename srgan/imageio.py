@@ -1,0 +1,127 @@
+"""Decode images as people actually have them, into one uint8 layout; write PNGs atomically.
+
+Photo folders hold JPEGs rotated by an EXIF tag, 16-bit TIFFs, CMYK JPEGs from print workflows,
+palette PNGs, images with alpha, and now and then a zero-byte, truncated or mislabelled file.
+`read_image` turns every decodable one into uint8 RGB (H, W, 3) in [0, 255] (or (H, W) for
+single-channel images when asked), and every other one into an `ImageReadError` whose short
+`reason` the preprocess manifest lists, so one bad file is skipped instead of ending a run.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from srgan.atomic import atomic_path
+from srgan.errors import SrganError
+
+# 8-bit-or-less single-channel modes (16-bit I;16*, 32-bit I and float F are scaled apart).
+_GRAY_MODES = ("1", "L", "LA", "La")
+
+# What Pillow raises while decoding a damaged file. Its decoders are not consistent (zlib and
+# struct errors, SyntaxError for malformed chunks, ValueError/IndexError for bad tables), and a
+# damaged input must be skipped, never end the run.
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, TypeError, IndexError, EOFError, struct.error, zlib.error)
+
+# Pillow's own message for a file whose data end early. Its "broken data stream" comes from
+# compressed data that do not decode, which a damaged but complete file gives too: "corrupt".
+_TRUNCATED_MESSAGES = ("image file is truncated",)
+
+
+class ImageReadError(SrganError):
+    """A file that cannot be used as an image; `reason` is the short text the manifest records.
+
+    Reasons: "empty file", "not an image", "truncated", "corrupt", "too many pixels (W×H > bound)".
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = Path(path)
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[ImageReadError], tuple[Path, str]]:
+        # Raised in preprocess's worker processes and re-raised in the parent, so it must
+        # survive pickling; the default would call __init__ with the message alone.
+        return ImageReadError, (self.path, self.reason)
+
+
+def read_image(path: str | os.PathLike[str], *, max_pixels: int, keep_gray: bool = False) -> np.ndarray:
+    """Decode an image file into uint8 RGB (H, W, 3) in [0, 255], upright as its EXIF tag says.
+
+    JPEG, PNG, BMP, TIFF and WebP (the first frame of a multi-frame file). Conversions:
+    - grayscale (1, L, I, I;16*, F) is repeated into R = G = B, or kept as (H, W) when
+      `keep_gray` (evaluation measures grayscale images on their own values, DESIGN §5);
+    - 16-bit values v become round(v / 257), the exact inverse of 8-bit → 16-bit (v * 257), so
+      65535 → 255 and 25700 → 100; mode I is read as 16-bit data (what Pillow uses for some
+      16-bit files), clipped to [0, 65535]; mode F is read on the 8-bit scale and clipped;
+    - alpha (RGBA, LA, PA, P with a transparent colour) is dropped, not composited: the colour
+      under it is kept, as MATLAB's `imread` and OpenCV return it, so eval images match the
+      published numbers' inputs;
+    - palette, CMYK (Pillow's plain conversion, ICC profiles ignored), YCbCr and others go
+      through Pillow's `convert("RGB")`.
+
+    The pixel count is checked from the header, before any pixel is decoded, against
+    `max_pixels`; Pillow's decompression-bomb guard (`Image.MAX_IMAGE_PIXELS`, process-wide)
+    is set to the same bound. The file is then decoded in full, so a truncated file fails
+    here and not in a later stage.
+    Raises `ImageReadError` with a reason; a file that cannot be opened at all (missing,
+    no permission) raises the usual `OSError`.
+    """
+    path = Path(path)
+    if path.stat().st_size == 0:
+        raise ImageReadError(path, "empty file")
+    # Pillow refuses images over 2x this bound at open and warns above it; the warning is
+    # silenced below because the check right after `open` rejects those with their size.
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            im = Image.open(path)
+        except UnidentifiedImageError:
+            raise ImageReadError(path, "not an image") from None
+        except Image.DecompressionBombError:
+            raise ImageReadError(path, f"too many pixels (more than 2×{max_pixels})") from None
+    with im:
+        width, height = im.size
+        if width * height > max_pixels:
+            raise ImageReadError(path, f"too many pixels ({width}×{height} > {max_pixels})")
+        try:
+            im.load()
+            # After `load`: a PNG may store its EXIF chunk after the pixel data.
+            ImageOps.exif_transpose(im, in_place=True)
+            return _to_uint8(im, keep_gray)
+        except _DECODE_ERRORS as err:
+            truncated = any(message in str(err) for message in _TRUNCATED_MESSAGES)
+            raise ImageReadError(path, "truncated" if truncated else "corrupt") from None
+
+
+def _to_uint8(im: Image.Image, keep_gray: bool) -> np.ndarray:
+    """A loaded Pillow image as uint8 (H, W, 3), or (H, W) for a gray image when `keep_gray`."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode == "I":
+        # (H, W) uint16 (any byte order) or int32 -> round(v / 257) in [0, 255].
+        wide = np.clip(np.asarray(im).astype(np.int64), 0, 65535)
+        gray = ((wide + 128) // 257).astype(np.uint8)
+    elif mode == "F":
+        gray = np.clip(np.rint(np.asarray(im)), 0, 255).astype(np.uint8)
+    elif mode in _GRAY_MODES:
+        gray = np.array(im.convert("L"))  # 1 -> {0, 255}; LA/La -> L drops alpha
+    else:
+        # P with transparency goes through RGBA: Pillow warns on a direct P -> RGB then.
+        rgb = im.convert("RGBA").convert("RGB") if mode == "P" and "transparency" in im.info else im.convert("RGB")
+        return np.array(rgb)  # (H, W, 3) uint8; np.array, not asarray: Pillow's buffer is read-only
+    return gray if keep_gray else np.repeat(gray[:, :, None], 3, axis=2)
+
+
+def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
+    """Write uint8 (H, W) gray or (H, W, 3) RGB as a PNG, atomically (no half-written file)."""
+    if image.dtype != np.uint8 or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+        raise ValueError(f"write_png expects uint8 (H, W) or (H, W, 3), got {image.dtype} {image.shape}")
+    with atomic_path(path, suffix=".png") as tmp:
+        Image.fromarray(image).save(tmp, format="PNG")

@@ -1,0 +1,403 @@
+"""Preprocess: downloaded images -> aligned (LR, HR) uint8 patch shards and eval PNGs (DESIGN §2).
+
+Training then only memory-maps arrays: it never decodes a JPEG or resizes on the fly, and
+its LR inputs come from the one MATLAB-compatible bicubic in `srgan.imresize`.
+
+Layout under `out` (every path in the manifest is relative to `out`):
+- `train/hr_00000.npy` uint8 (N, hr_size, hr_size, 3) RGB in [0, 255], and `train/lr_00000.npy`
+  uint8 (N, hr_size/scale, hr_size/scale, 3): patch i of one is patch i of the other. At most
+  `shard_size` patches per shard. The same under `val/`.
+- `eval/<slug>/hr/<stem>.png` (HR modcropped to `scale`) and `eval/<slug>/lr/<stem>.png`; a
+  grayscale input stays single-channel, because it is measured on its own values (DESIGN §5).
+  Of two inputs with the same stem (`x.png`, `x.jpg`) the first in path order is kept.
+- `manifest.json`, written last (schema in `prepare`).
+
+Train/validation split, at the image level so no validation patch shares pixels with a
+training patch: among the usable images (sorted by path), the validation set is the
+round(val_fraction * n) images, at least 1 when val_fraction > 0 and n >= 2 and at most n - 1,
+that rank first by sha256(seed, path). With a single usable image, validation uses patches
+of that same image: its PSNR then is not held out, but training still has a validation curve.
+
+Bad inputs never end the run: each is listed under `skipped` in the manifest with the reason.
+Whether a file is usable is known only after decoding it in full (a truncated JPEG has a valid
+header), so training images are decoded twice: once to check them and read their size, which
+fixes the split and the patch grid before anything is written, and once to cut the patches.
+Holding patches in memory instead would not fit Mirflickr25k. The check costs about a fifth of
+the run on 500×375 JPEGs (the bicubic per patch is the rest).
+
+Determinism: everything is ordered by sorted path, random choices are hashes of the seed and a
+path, and pool results come back in task order, so a given seed and input gives the same bytes
+whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import os
+import shutil
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from tqdm import tqdm
+
+from srgan import sources
+from srgan.atomic import atomic_path, write_json
+from srgan.config import Params, PreprocessParams
+from srgan.errors import SrganError
+from srgan.imageio import ImageReadError, read_image, write_png
+from srgan.imresize import imresize_uint8, modcrop
+
+MANIFEST = "manifest.json"
+
+Corner = tuple[int, int]  # (y, x) of a patch's top-left pixel
+Task = TypeVar("Task")
+Result = TypeVar("Result")
+
+
+def input_folders(params: Params, raw_root: str | Path) -> tuple[Path, dict[str, Path]]:
+    """The training folder and {eval slug: folder} that `download` wrote under `raw_root`."""
+
+    def folder(name: str, role: sources.Role) -> Path:
+        path = sources.raw_dir(raw_root, name, role)
+        if not path.is_dir():
+            raise SrganError(
+                f"{path}: no downloaded images for the {role} source {name!r}; "
+                "run the download stage first (dvc repro download)"
+            )
+        return path
+
+    return folder(params.data.train, "train"), {sources.slug(name): folder(name, "eval") for name in params.data.eval}
+
+
+def preprocess(params: Params, raw_root: str | Path, out: str | Path) -> dict[str, Any]:
+    """The preprocess stage: read the sources named in `params` from `raw_root`, write `out`."""
+    train_dir, eval_dirs = input_folders(params, raw_root)
+    return prepare(train_dir, eval_dirs, out, seed=params.seed, scale=params.scale, settings=params.preprocess)
+
+
+def list_images(folder: Path) -> list[str]:
+    """Image files under `folder`, recursively, as sorted '/'-separated paths relative to it.
+
+    Only `sources.IMAGE_EXTENSIONS` count (any case), so download's `manifest.json` and other
+    side files are not inputs; a file with an image extension that is not an image is skipped
+    later, with a reason.
+    """
+    return sorted(
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if path.suffix.lower() in sources.IMAGE_EXTENSIONS and path.is_file()
+    )
+
+
+def patch_corners(height: int, width: int, hr_size: int, stride: int) -> list[Corner]:
+    """Top-left corners of the full hr_size patches on a `stride` grid, row by row."""
+    return [(y, x) for y in range(0, height - hr_size + 1, stride) for x in range(0, width - hr_size + 1, stride)]
+
+
+def cut_patches(image: np.ndarray, corners: Sequence[Corner], hr_size: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
+    """HR patches of uint8 RGB `image` (H, W, 3) and their LR versions.
+
+    Returns hr (k, hr_size, hr_size, 3) and lr (k, hr_size/scale, hr_size/scale, 3), uint8.
+    Each patch is downscaled on its own, as SR datasets made from crops are, so the LR patch
+    is exactly MATLAB's `imresize(hr_patch, 1/scale)`, border handling included.
+    """
+    hr = np.stack([image[y : y + hr_size, x : x + hr_size] for y, x in corners])
+    lr = np.stack([imresize_uint8(patch, 1 / scale) for patch in hr])
+    return hr, lr
+
+
+def _rank(seed: int, *parts: object) -> bytes:
+    """A seeded pseudo-random sort key that depends on nothing but its arguments.
+
+    Unlike a shared random generator it does not depend on the processing order or the numpy
+    version, and one file's rank does not change when other files are added.
+    """
+    return hashlib.sha256("\0".join(map(str, (seed, *parts))).encode()).digest()
+
+
+def split_images(names: Sequence[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(train, val) image names, each sorted; see the module docstring for the rule."""
+    if len(names) == 1:
+        return list(names), list(names) if val_fraction > 0 else []
+    n_val = min(max(round(val_fraction * len(names)), 1 if val_fraction > 0 else 0), len(names) - 1)
+    ranked = sorted(names, key=lambda name: _rank(seed, name))
+    return sorted(ranked[n_val:]), sorted(ranked[:n_val])
+
+
+def select_val_patches(
+    sizes: dict[str, tuple[int, int]], *, hr_size: int, stride: int, limit: int, seed: int
+) -> dict[str, list[Corner]]:
+    """At most `limit` validation patches, spread over the images: {name: corners in grid order}.
+
+    `sizes` maps each validation image to its (height, width). Patches are taken round-robin:
+    one from every image (images in seeded order), then a second from every image that has
+    one, and so on; which patch of an image comes first is seeded too.
+    """
+    candidates = []
+    for name, (height, width) in sizes.items():
+        corners = sorted(patch_corners(height, width, hr_size, stride), key=lambda corner: _rank(seed, name, *corner))
+        candidates += [(round_, _rank(seed, name), name, corner) for round_, corner in enumerate(corners[:limit])]
+    chosen: dict[str, list[Corner]] = {}
+    for _, _, name, corner in sorted(candidates)[:limit]:
+        chosen.setdefault(name, []).append(corner)
+    return {name: sorted(chosen[name]) for name in sorted(chosen)}
+
+
+class _ShardWriter:
+    """Streams patch pairs into `<root>/<split>/{hr,lr}_NNNNN.npy`, `shard_size` pairs per file.
+
+    Only one shard is held in memory, so the dataset's size is bounded by disk, not RAM.
+    """
+
+    def __init__(self, root: Path, split: str, shard_size: int, hr_size: int, scale: int) -> None:
+        self.root, self.split = root, split
+        lr_size = hr_size // scale
+        self.hr = np.empty((shard_size, hr_size, hr_size, 3), dtype=np.uint8)
+        self.lr = np.empty((shard_size, lr_size, lr_size, 3), dtype=np.uint8)
+        self.filled = 0
+        self.shards: list[dict[str, Any]] = []
+
+    def add(self, hr: np.ndarray, lr: np.ndarray) -> None:
+        """Append uint8 hr (k, H, H, 3) and lr (k, h, h, 3) patches."""
+        start = 0
+        while start < len(hr):
+            take = min(len(hr) - start, len(self.hr) - self.filled)
+            self.hr[self.filled : self.filled + take] = hr[start : start + take]
+            self.lr[self.filled : self.filled + take] = lr[start : start + take]
+            self.filled += take
+            start += take
+            if self.filled == len(self.hr):
+                self._flush()
+
+    def close(self) -> list[dict[str, Any]]:
+        """Write the last, partial shard; return the manifest's shard list."""
+        if self.filled:
+            self._flush()
+        return self.shards
+
+    def _flush(self) -> None:
+        index = len(self.shards)
+        entry: dict[str, Any] = {"patches": self.filled}
+        for kind, array in (("hr", self.hr), ("lr", self.lr)):
+            relative = f"{self.split}/{kind}_{index:05d}.npy"
+            with atomic_path(self.root / relative, suffix=".npy") as tmp:
+                np.save(tmp, array[: self.filled])
+            entry[kind] = relative
+        self.shards.append(entry)
+        self.filled = 0
+
+
+def _probe(task: tuple[Path, str], *, hr_size: int, max_pixels: int) -> tuple[int, int] | str:
+    """Decode one training image in full: its (height, width) if usable, else the skip reason."""
+    folder, name = task
+    try:
+        height, width = read_image(folder / name, max_pixels=max_pixels, keep_gray=True).shape[:2]
+    except ImageReadError as err:
+        return err.reason
+    if min(height, width) < hr_size:
+        return f"too small ({width}×{height} < {hr_size})"
+    return height, width
+
+
+def _cut(task: tuple[Path, str, list[Corner]], *, hr_size: int, scale: int, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a checked training image and cut its patches at the given corners."""
+    folder, name, corners = task
+    image = read_image(folder / name, max_pixels=max_pixels)  # (H, W, 3) uint8 RGB
+    return cut_patches(image, corners, hr_size, scale)
+
+
+def _eval_image(task: tuple[Path, str, Path, Path], *, scale: int, max_pixels: int) -> str | None:
+    """Write one eval image's modcropped HR and its LR as PNGs; the skip reason, or None."""
+    folder, name, hr_path, lr_path = task
+    try:
+        image = read_image(folder / name, max_pixels=max_pixels, keep_gray=True)  # (H, W[, 3]) uint8
+    except ImageReadError as err:
+        return err.reason
+    height, width = image.shape[:2]
+    if min(height, width) < scale:
+        return f"too small ({width}×{height} < {scale})"
+    hr_img = modcrop(image, scale)  # (H - H % scale, W - W % scale[, 3])
+    write_png(hr_path, hr_img)
+    write_png(lr_path, imresize_uint8(hr_img, 1 / scale))  # (H / scale, W / scale[, 3])
+    return None
+
+
+class _Workers:
+    """Runs per-image work on `count` processes, or in-process for one; results in task order."""
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        # spawn, not fork: workers must not inherit the parent's threads (tqdm's monitor, BLAS or
+        # torch pools when called from a test or notebook). One worker works in-process, so a
+        # single core pays no process start-up or pickling.
+        self.pool = multiprocessing.get_context("spawn").Pool(count) if count > 1 else None
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+
+    def map(self, fn: Callable[[Task], Result], tasks: Sequence[Task], desc: str) -> Iterator[Result]:
+        """`fn` over `tasks` with a progress bar. Ordered `imap`: the bytes written never depend
+        on which worker finished first."""
+        if self.pool is None:
+            results: Iterator[Result] = map(fn, tasks)
+        else:
+            # Chunks of a few tasks: fewer pipe round trips, which dominate for small images on a
+            # busy machine, while a chunk of DIV2K-sized images' patches stays about 200 MB.
+            results = self.pool.imap(fn, tasks, chunksize=max(1, min(8, len(tasks) // (8 * self.count))))
+        return iter(tqdm(results, total=len(tasks), desc=desc, unit="img"))
+
+
+def prepare(
+    train_dir: Path, eval_dirs: dict[str, Path], out: str | Path, *, seed: int, scale: int, settings: PreprocessParams
+) -> dict[str, Any]:
+    """Write the patch shards, eval PNGs and manifest for one training folder and eval folders.
+
+    Everything is written into a `.<out name>.<pid>.tmp` folder beside `out`, which replaces
+    `out` only when complete, so a killed run never leaves a partial file under `out`
+    (the next run removes such leftovers). Returns the manifest, also written to
+    `out/manifest.json`:
+
+        {"scale": int, "hr_size": int, "lr_size": int,
+         "train": {"images": [path, ...], "num_images": int, "num_patches": int,
+                   "shards": [{"hr": "train/hr_00000.npy", "lr": "train/lr_00000.npy", "patches": int}, ...]},
+         "val":   {same keys: all held-out images, of which at most max_val_patches patches
+                   are kept; images equal train's only when a single image is usable},
+         "eval":  {slug: {"images": ["<stem>.png", ...], "num_images": int}, ...},
+         "skipped": [{"source": "train" | "eval/<slug>", "file": path, "reason": str}, ...]}
+
+    Image paths are relative to their source folder. Raises `SrganError` when no training
+    image is usable.
+    """
+    out = Path(out)
+    staging = _staging_dir(out)
+    try:
+        with _Workers(settings.workers or os.cpu_count() or 1) as workers:
+            manifest = _prepare_into(staging, workers, train_dir, eval_dirs, seed=seed, scale=scale, settings=settings)
+        write_json(staging / MANIFEST, manifest)
+        _move_into_place(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _prepare_into(
+    staging: Path,
+    workers: _Workers,
+    train_dir: Path,
+    eval_dirs: dict[str, Path],
+    *,
+    seed: int,
+    scale: int,
+    settings: PreprocessParams,
+) -> dict[str, Any]:
+    hr_size, stride = settings.hr_size, settings.stride
+    names = list_images(train_dir)
+    if not names:
+        raise SrganError(f"{train_dir}: no image files ({', '.join(sources.IMAGE_EXTENSIONS)}) to train on")
+
+    probe = partial(_probe, hr_size=hr_size, max_pixels=settings.max_pixels)
+    sizes: dict[str, tuple[int, int]] = {}
+    skipped = []
+    results = workers.map(probe, [(train_dir, name) for name in names], "check train images")
+    for name, result in zip(names, results, strict=True):
+        if isinstance(result, str):
+            skipped.append({"source": "train", "file": name, "reason": result})
+        else:
+            sizes[name] = result
+    if not sizes:
+        examples = "; ".join(f"{s['file']}: {s['reason']}" for s in skipped[:3])
+        raise SrganError(
+            f"{train_dir}: none of its {len(names)} image files is usable for training "
+            f"({examples}{'; …' if len(skipped) > 3 else ''})"
+        )
+
+    train_names, val_names = split_images(list(sizes), settings.val_fraction, seed)
+    val_corners = select_val_patches(
+        {name: sizes[name] for name in val_names}, hr_size=hr_size, stride=stride, limit=settings.max_val_patches, seed=seed
+    )
+    tasks = [(train_dir, name, corners) for name, corners in val_corners.items()]
+    tasks += [(train_dir, name, patch_corners(*sizes[name], hr_size, stride)) for name in train_names]
+    writers = {split: _ShardWriter(staging, split, settings.shard_size, hr_size, scale) for split in ("val", "train")}
+    cut = partial(_cut, hr_size=hr_size, scale=scale, max_pixels=settings.max_pixels)
+    for index, (hr, lr) in enumerate(workers.map(cut, tasks, "cut patches")):
+        writers["val" if index < len(val_corners) else "train"].add(hr, lr)
+    splits = {}
+    for split, images in (("train", train_names), ("val", val_names)):
+        shards = writers[split].close()
+        splits[split] = {
+            "images": images,
+            "num_images": len(images),
+            "num_patches": sum(shard["patches"] for shard in shards),
+            "shards": shards,
+        }
+
+    eval_sets = {}
+    for slug, folder in eval_dirs.items():
+        images, eval_skipped = _prepare_eval_set(staging, workers, slug, folder, scale=scale, max_pixels=settings.max_pixels)
+        eval_sets[slug] = {"images": images, "num_images": len(images)}
+        skipped += eval_skipped
+
+    return {
+        "scale": scale,
+        "hr_size": hr_size,
+        "lr_size": hr_size // scale,
+        **splits,
+        "eval": eval_sets,
+        "skipped": skipped,
+    }
+
+
+def _prepare_eval_set(
+    staging: Path, workers: _Workers, slug: str, folder: Path, *, scale: int, max_pixels: int
+) -> tuple[list[str], list[dict[str, str]]]:
+    """Write one eval set's PNG pairs; return its sorted output names and its skipped files."""
+    source = f"eval/{slug}"
+    skipped = []
+    outputs: dict[str, str] = {}  # output name -> input path
+    for name in list_images(folder):
+        output = f"{Path(name).stem}.png"
+        if output in outputs:  # x.png and x.jpg, or a/x.png and b/x.png: keep the first
+            skipped.append({"source": source, "file": name, "reason": f"same output name as {outputs[output]}"})
+        else:
+            outputs[output] = name
+    tasks = [
+        (folder, name, staging / source / "hr" / output, staging / source / "lr" / output) for output, name in outputs.items()
+    ]
+    work = partial(_eval_image, scale=scale, max_pixels=max_pixels)
+    images = []
+    for (output, name), reason in zip(outputs.items(), workers.map(work, tasks, f"eval {slug}"), strict=True):
+        if reason is None:
+            images.append(output)
+        else:
+            skipped.append({"source": source, "file": name, "reason": reason})
+    skipped.sort(key=lambda entry: entry["file"])
+    return sorted(images), skipped
+
+
+def _staging_dir(out: Path) -> Path:
+    """A fresh `.<name>.<pid>.tmp` folder beside `out`, after removing ones left by killed runs."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.*.tmp"):
+        shutil.rmtree(stale)
+    staging = out.parent / f".{out.name}.{os.getpid()}.tmp"
+    staging.mkdir()
+    return staging
+
+
+def _move_into_place(staging: Path, out: Path) -> None:
+    """Replace `out` by the finished `staging` folder: two renames, never a partial `out`."""
+    if out.exists():
+        previous = out.parent / f".{out.name}.{os.getpid()}.old.tmp"
+        os.rename(out, previous)
+        os.rename(staging, out)
+        shutil.rmtree(previous)
+    else:
+        os.rename(staging, out)
