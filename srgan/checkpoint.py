@@ -6,13 +6,14 @@ killed write never leaves a half file and a crafted pickle cannot run code on lo
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from srgan.atomic import atomic_path
+from srgan.atomic import write_bytes
 from srgan.errors import SrganError
 from srgan.models import Discriminator, Generator
 
@@ -22,9 +23,14 @@ TRAINING_FORMAT = "srgan-training-v1"
 
 
 def save(path: str | Path, payload: dict[str, Any]) -> None:
-    """Atomically `torch.save` a dict of tensors, numbers, strings, lists and dicts."""
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+    """Atomically `torch.save` a dict of tensors, numbers, strings, lists and dicts.
+
+    Serialised in memory first: `torch.save` to a path names the archive's inner folder after
+    the (random) temporary file, which would make equal weights give different file hashes.
+    """
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    write_bytes(path, buffer.getvalue())
 
 
 def load(path: str | Path, expected_format: str) -> dict[str, Any]:

@@ -117,6 +117,26 @@ def test_dvc_repro_builds_every_stage_and_reports(pipeline: Path) -> None:
     assert stages == {"download", "preprocess", "pretrain", "train", "evaluate"}
 
 
+def out_hashes(project: Path) -> dict[str, str]:
+    """The md5 DVC recorded for every stage out, from dvc.lock."""
+    import yaml
+
+    lock = yaml.safe_load((project / "dvc.lock").read_text())
+    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
+
+
+def test_same_params_and_seed_give_identical_numbers_and_models(pipeline: Path, tmp_path: Path) -> None:
+    """Determinism: a second run from scratch gives the same metrics.json bytes and model hashes."""
+    params = (pipeline / "params.yaml").read_text()
+    again = make_project(tmp_path, {})
+    (again / "params.yaml").write_text(params)
+    run(["dvc", "repro"], again)
+    assert (again / "reports" / "metrics.json").read_bytes() == (pipeline / "reports" / "metrics.json").read_bytes()
+    first, second = out_hashes(pipeline), out_hashes(again)
+    for path in ("models/srresnet.pt", "models/srgan.pt", "models/discriminator.pt", "data/prepared"):
+        assert first[path] == second[path], path
+
+
 def test_exp_run_reruns_only_train_and_evaluate(pipeline: Path) -> None:
     before = {r.info.run_id for r in mlflow_runs(pipeline)}
     out = run(["dvc", "exp", "run", "-n", "adv2", "-S", "train.adv_weight=0.002"], pipeline)
