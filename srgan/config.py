@@ -86,7 +86,6 @@ class PretrainParams:
     crop_size: int = field(default=96, metadata=POSITIVE)
     learning_rate: float = field(default=1e-4, metadata=POSITIVE)
     decay_at: float = field(default=1.0, metadata=_check(lambda v: 0 < v <= 1, "must be in (0, 1]"))
-    log_every: int = field(default=10, metadata=POSITIVE)
     val_every: int = field(default=100, metadata=POSITIVE)
     checkpoint_every: int = field(default=100, metadata=POSITIVE)
 
@@ -102,7 +101,6 @@ class TrainParams:
     vgg_weights: str | None = None
     adv_weight: float = field(default=1e-3, metadata=NON_NEGATIVE)
     d_steps: int = field(default=1, metadata=POSITIVE)
-    log_every: int = field(default=10, metadata=POSITIVE)
     val_every: int = field(default=100, metadata=POSITIVE)
     checkpoint_every: int = field(default=100, metadata=POSITIVE)
 

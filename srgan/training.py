@@ -142,11 +142,15 @@ class LoopState:
     val_psnr: float = float("nan")
 
 
+# DESIGN §6: curves get a point at least every 10 steps and at the last step.
+LOG_EVERY = 10
+
+
 @dataclass(frozen=True)
 class Intervals:
-    log: int
     val: int
     checkpoint: int
+    log: int = LOG_EVERY
 
 
 class _StopFlag:
@@ -357,7 +361,7 @@ def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> No
         stage="pretrain", params=params, rt=rt, val=val, gen=gen,
         modules={"generator": gen}, optimizers={"opt_g": opt},
         ckpt_path=_checkpoint_path("pretrain", params, ("seed", "scale", "model", "pretrain"), [data_dir / "manifest.json"]),
-        steps=p.steps, intervals=Intervals(p.log_every, p.val_every, p.checkpoint_every),
+        steps=p.steps, intervals=Intervals(p.val_every, p.checkpoint_every),
         make_step=make_step, finish=finish,
     )
 
@@ -403,7 +407,7 @@ def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: P
         stage="train", params=params, rt=rt, val=val, gen=gen,
         modules={"generator": gen, "discriminator": disc}, optimizers={"opt_g": opt_g, "opt_d": opt_d},
         ckpt_path=_checkpoint_path("train", params, ("seed", "scale", "model", "train"), [data_dir / "manifest.json", init]),
-        steps=p.steps, intervals=Intervals(p.log_every, p.val_every, p.checkpoint_every),
+        steps=p.steps, intervals=Intervals(p.val_every, p.checkpoint_every),
         make_step=make_step, finish=finish,
     )
 

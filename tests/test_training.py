@@ -24,8 +24,8 @@ TINY_PARAMS = """
 preprocess: {hr_size: 32}
 model: {blocks: 1, channels: 8, d_channels: 4}
 runtime: {workers: 0, precision: fp32}
-pretrain: {steps: STEPS, batch_size: 2, crop_size: 16, log_every: 5, val_every: 10, checkpoint_every: 5}
-train: {steps: 12, batch_size: 2, crop_size: 16, log_every: 5, val_every: 6, checkpoint_every: 6}
+pretrain: {steps: STEPS, batch_size: 2, crop_size: 16, val_every: 10, checkpoint_every: 5}
+train: {steps: 12, batch_size: 2, crop_size: 16, val_every: 6, checkpoint_every: 6}
 """
 
 
@@ -165,3 +165,20 @@ def test_unknown_and_ill_typed_params_fail_before_work(tmp_path: Path) -> None:
         assert proc.returncode == 2
         assert err.strip().count("\n") == 0 and key in err
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path: Path) -> None:
+    write_tiny_project(tmp_path, steps=100000)
+    proc = stage(tmp_path, "pretrain", *PRETRAIN)
+    checkpoints = tmp_path / ".cache" / "pretrain"
+    deadline = time.time() + 120
+    while not list(checkpoints.glob("*/last.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    interrupted_at = int(err.split("interrupted at step ")[1].split("/")[0])
+    assert "checkpoint saved" in err and "again to resume" in err
+    saved = torch.load(next(checkpoints.glob("*/last.pt")), weights_only=True)
+    assert saved["step"] == interrupted_at  # the checkpoint holds the step the message names
+    assert "Traceback" not in err
