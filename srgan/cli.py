@@ -1,19 +1,27 @@
 """The `srgan` command: use a trained model outside the pipeline.
 
     srgan eval --model {bicubic,PATH} --data DIR [--scale 4] [--json]
+    srgan upscale INPUT... -o OUT [--model PATH|URI] [--tile N] [--format png|jpg|webp]
+                  [--max-output-pixels N] [--device ...] [--precision ...]
+    srgan export [--model PATH|URI] [--format onnx] -o gen.onnx
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from srgan.checkpoint import load_generator
 from srgan.config import PreprocessParams, RuntimeParams
 from srgan.errors import SrganError, exit_on_error
 from srgan.evaluate import bicubic, evaluate, generator_upscaler, pairs_from_hr_folder, to_json_line
+from srgan.export import export_onnx
 from srgan.metrics import CONVENTIONS, DEFAULT_CONVENTION, convention
 from srgan.runtime import resolve_runtime
+from srgan.upscale import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_TILE, load_model, plan_jobs, upscale_files
+
+DEFAULT_MODEL = "models/srgan.pt"
 
 
 def _runtime_options(parser: argparse.ArgumentParser) -> None:
@@ -44,6 +52,30 @@ def cmd_eval(args: argparse.Namespace) -> None:
         )
 
 
+def cmd_upscale(args: argparse.Namespace) -> None:
+    """Upscale image files and folders in tiles; one `error:` line per failed file, exit 2 if any."""
+    jobs = plan_jobs(args.inputs, args.output, args.format)
+    rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision))
+    gen = load_model(args.model)
+    # Bars only on a terminal: in logs they would bury the error lines.
+    failed = upscale_files(gen, jobs, rt, tile=args.tile, max_output_pixels=args.max_output_pixels,
+                           progress=sys.stderr.isatty())
+    if failed:
+        raise SrganError(f"{failed} of {len(jobs)} images failed")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    """Write the generator as ONNX (the only --format so far)."""
+    export_onnx(load_model(args.model), args.output)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srgan", description="SRGAN super-resolution: evaluate and upscale.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -55,6 +87,27 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", action="store_true", help="print one flat JSON object")
     _runtime_options(ev)
     ev.set_defaults(func=cmd_eval)
+
+    up = commands.add_parser("upscale", help="upscale images of any size, tile by tile")
+    up.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images (not recursed)")
+    up.add_argument("-o", "--output", required=True, metavar="OUT",
+                    help="an image file (.png, .jpg, .webp) for one input file, else a folder (created if needed)")
+    up.add_argument("--model", default=DEFAULT_MODEL, help=f"generator file or MLflow model URI (runs:/…, models:/…); default {DEFAULT_MODEL}")
+    up.add_argument("--tile", type=_positive_int, default=DEFAULT_TILE,
+                    help=f"tile side in input pixels; bounds memory, not the result (default {DEFAULT_TILE})")
+    up.add_argument("--format", choices=["png", "jpg", "webp"], default=None,
+                    help="output format in a folder (default: the input's own if png/jpg/webp, else png)")
+    up.add_argument("--max-output-pixels", type=_positive_int, default=DEFAULT_MAX_OUTPUT_PIXELS,
+                    help=f"refuse inputs whose output would be larger (default {DEFAULT_MAX_OUTPUT_PIXELS}; "
+                         "the output needs about 3 bytes a pixel, 7 while it is encoded)")
+    _runtime_options(up)
+    up.set_defaults(func=cmd_upscale)
+
+    ex = commands.add_parser("export", help="write the generator for other runtimes (ONNX)")
+    ex.add_argument("--model", default=DEFAULT_MODEL, help=f"generator file or MLflow model URI; default {DEFAULT_MODEL}")
+    ex.add_argument("--format", choices=["onnx"], default="onnx", help="ONNX, opset 17, dynamic batch/height/width")
+    ex.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
+    ex.set_defaults(func=cmd_export)
     return parser
 
 

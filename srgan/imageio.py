@@ -13,13 +13,17 @@ import os
 import struct
 import warnings
 import zlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from srgan.atomic import atomic_path
 from srgan.errors import SrganError
+
+T = TypeVar("T")
 
 # 8-bit-or-less single-channel modes (16-bit I;16*, 32-bit I and float F are scaled apart).
 _GRAY_MODES = ("1", "L", "LA", "La")
@@ -73,35 +77,52 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int, keep_gray: bool
     Raises `ImageReadError` with a reason; a file that cannot be opened at all (missing,
     no permission) raises the usual `OSError`.
     """
+    return decode(path, max_pixels=max_pixels, convert=lambda im: to_uint8(im, keep_gray))
+
+
+def decode(
+    path: str | os.PathLike[str], *, max_pixels: int, convert: Callable[[Image.Image], T], bound_note: str = ""
+) -> T:
+    """Open, bound-check, fully decode and EXIF-orient an image, then `convert` the loaded image.
+
+    The one place that maps Pillow's failures to `ImageReadError` reasons; `read_image` and
+    `srgan upscale` (which keeps alpha) differ only in `convert`. `bound_note` is appended to
+    the too-many-pixels reason (e.g. which option sets the bound).
+    """
     path = Path(path)
     if path.stat().st_size == 0:
         raise ImageReadError(path, "empty file")
-    # Pillow refuses images over 2x this bound at open and warns above it; the warning is
-    # silenced below because the check right after `open` rejects those with their size.
+    # Pillow's own decompression-bomb guard is set to our bound while this file is opened (and
+    # put back after, so callers' later Pillow calls keep theirs). Pillow refuses images over
+    # 2x the bound at open and warns above it; the warning is silenced because the check right
+    # after `open` rejects those with their size.
+    previous = Image.MAX_IMAGE_PIXELS
     Image.MAX_IMAGE_PIXELS = max_pixels
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        try:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(path)
-        except UnidentifiedImageError:
-            raise ImageReadError(path, "not an image") from None
-        except Image.DecompressionBombError:
-            raise ImageReadError(path, f"too many pixels (more than 2×{max_pixels})") from None
+    except UnidentifiedImageError:
+        raise ImageReadError(path, "not an image") from None
+    except Image.DecompressionBombError:
+        raise ImageReadError(path, f"too many pixels (more than 2×{max_pixels}{bound_note})") from None
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
     with im:
         width, height = im.size
         if width * height > max_pixels:
-            raise ImageReadError(path, f"too many pixels ({width}×{height} > {max_pixels})")
+            raise ImageReadError(path, f"too many pixels ({width}×{height} > {max_pixels}{bound_note})")
         try:
             im.load()
             # After `load`: a PNG may store its EXIF chunk after the pixel data.
             ImageOps.exif_transpose(im, in_place=True)
-            return _to_uint8(im, keep_gray)
+            return convert(im)
         except _DECODE_ERRORS as err:
             truncated = any(message in str(err) for message in _TRUNCATED_MESSAGES)
             raise ImageReadError(path, "truncated" if truncated else "corrupt") from None
 
 
-def _to_uint8(im: Image.Image, keep_gray: bool) -> np.ndarray:
+def to_uint8(im: Image.Image, keep_gray: bool) -> np.ndarray:
     """A loaded Pillow image as uint8 (H, W, 3), or (H, W) for a gray image when `keep_gray`."""
     mode = im.mode
     if mode.startswith("I;16") or mode == "I":

@@ -19,10 +19,12 @@ import mlflow
 import srgan
 import numpy as np
 import torch
+from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
+from srgan.errors import SrganError
 from srgan.runtime import project_root
 
 EXPERIMENT = "srgan"
@@ -151,7 +153,15 @@ def stage_run(stage: str, params: dict[str, Any], enabled: bool = True) -> Itera
         del run
 
 
-def load_logged_generator(model_uri: str) -> torch.nn.Module:
-    """Load a generator logged by `Tracker.log_generator` (a `runs:/…` or `models:/…` URI)."""
+def load_generator_from_uri(model_uri: str) -> torch.nn.Module:
+    """Load a generator logged by `Tracker.log_generator` (a `runs:/…` or `models:/…` URI).
+
+    An unknown run, a missing model or an unreachable store becomes one `SrganError` line
+    naming the URI, not an MLflow traceback.
+    """
     mlflow.set_tracking_uri(tracking_uri())
-    return mlflow.pytorch.load_model(model_uri, map_location="cpu")
+    try:
+        return mlflow.pytorch.load_model(model_uri, map_location="cpu")
+    except (MlflowException, OSError) as err:
+        lines = str(err).strip().splitlines()
+        raise SrganError(f"{model_uri}: cannot load the model ({(lines[0] if lines else type(err).__name__)[:200]})") from None

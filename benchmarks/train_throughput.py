@@ -1,0 +1,342 @@
+"""Training throughput of the pipeline's step functions against a plain fp32 loop (DESIGN §7).
+
+    python benchmarks/train_throughput.py [--reps 5] [--compile-modes default,max-autotune-no-cudagraphs] [--json]
+
+Shared CPUs are noisy, so no figure stands alone: every workload is measured as a plain fp32
+PyTorch loop of the same model (the reference: fp32, contiguous NCHW, for-loop Adam, no
+autocast) and the pipeline's own path (`srgan.training` step functions under bf16 autocast,
+channels_last models and inputs through `srgan.data.to_float`, Adam from `srgan.training._adam`),
+run one step each in turn, `--reps` times, after one untimed warm-up step each. The ratio is the
+median over repetitions of the reference's step time over the candidate's, taken within a
+repetition so that load which drifts between repetitions cancels. GFLOP/s counts the
+convolution and matrix-product FLOPs of one step (`FlopCounterMode`, measured on the reference's
+warm-up; bf16 does the same arithmetic). A GAN iteration is `d_steps` = 1 discriminator step and
+one generator step on fresh batches, as the pipeline runs it, so it processes 2 batches.
+
+The `+compile` columns wrap the generator in `torch.compile` for the SRResNet step at the
+default patch; the compile time (first step minus a steady step, with an empty Inductor cache)
+and the number of steps after which it pays for itself are reported beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch._inductor.utils import fresh_cache
+from torch.utils.flop_counter import FlopCounterMode
+from torchvision.models import vgg19
+
+from srgan.data import to_float
+from srgan.losses import ContentLoss, adversarial_loss, discriminator_loss
+from srgan.models import Discriminator, Generator
+from srgan.runtime import Runtime, cpu_name
+from srgan.training import _adam, discriminator_step, generator_step, mse_step
+
+LEARNING_RATE = 1e-4
+ADV_WEIGHT = 1e-3
+REFERENCE = "fp32 plain"
+CANDIDATE = "bf16+channels_last+foreach"
+CPU = torch.device("cpu")
+Step = Callable[[], None]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """One training step to measure: which step, at which patch, on which model size.
+
+    `content` is None for the SRResNet MSE step, else the SRGAN content loss (`mse`, `vgg22`, `vgg54`).
+    The defaults are the paper's networks (16 blocks, 64 channels, no bicubic skip).
+    """
+
+    patch: str  # "default" (the pipeline's params.yaml patch) | "seed" (`make paper`'s 64→256)
+    crop_size: int  # HR crop side; LR side is crop_size / scale
+    batch_size: int
+    content: str | None = None
+    scale: int = 4
+    blocks: int = 16
+    channels: int = 64
+    d_channels: int = 64
+
+    @property
+    def name(self) -> str:
+        return "srresnet" if self.content is None else f"srgan_{self.content}"
+
+    @property
+    def label(self) -> str:
+        lr_side = self.crop_size // self.scale
+        return f"{self.name} {lr_side}→{self.crop_size} b{self.batch_size}"
+
+    @property
+    def batches_per_step(self) -> int:
+        # A GAN iteration takes d_steps (1) + 1 fresh batches, as srgan.training.train_gan does.
+        return 1 if self.content is None else 2
+
+
+WORKLOADS = tuple(
+    Workload(patch, crop, batch, content)
+    for content in (None, "mse", "vgg54")
+    for patch, crop, batch in (("default", 96, 16), ("seed", 256, 8))
+)
+
+
+@dataclass
+class Result:
+    """Medians for one workload and variant; `ratio` is the paired median against the reference."""
+
+    workload: str
+    patch: str
+    variant: str
+    step_s: float
+    steps_per_s: float
+    images_per_s: float
+    gflops: float  # achieved GFLOP/s (conv and matmul FLOPs per step / step time)
+    ratio: float
+    compile_s: float | None = None
+    break_even_steps: float | None = None
+
+
+def _batches(work: Workload) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Random uint8 (lr (B, 3, c/s, c/s), hr (B, 3, c, c)) batches, one per batch a step takes.
+    Pixel values do not change the arithmetic, so random images time the same as photos."""
+    generator = torch.Generator().manual_seed(0)
+    lr_side = work.crop_size // work.scale
+    return [
+        (
+            torch.randint(0, 256, (work.batch_size, 3, lr_side, lr_side), dtype=torch.uint8, generator=generator),
+            torch.randint(0, 256, (work.batch_size, 3, work.crop_size, work.crop_size), dtype=torch.uint8, generator=generator),
+        )
+        for _ in range(work.batches_per_step)
+    ]
+
+
+def _models(work: Workload) -> tuple[Generator, Discriminator | None]:
+    """Fresh G (and D for SRGAN) with the same initial weights for every variant."""
+    torch.manual_seed(0)
+    gen = Generator(work.scale, work.blocks, work.channels).train()
+    disc = Discriminator(work.d_channels).train() if work.content is not None else None
+    return gen, disc
+
+
+def _plain_adam(model: nn.Module) -> torch.optim.Optimizer:
+    # The textbook optimizer: one parameter at a time (neither foreach nor fused).
+    return torch.optim.Adam(model.parameters(), lr=LEARNING_RATE, betas=(0.9, 0.999), foreach=False, fused=False)
+
+
+def _plain_float(img: torch.Tensor) -> torch.Tensor:
+    # uint8 (N, 3, H, W) -> float32 in [0, 1], contiguous NCHW
+    return img.float() / 255
+
+
+def reference_step(work: Workload, content_loss: nn.Module | None) -> Step:
+    """A textbook fp32 loop of the same model: what a first PyTorch implementation would run."""
+    gen, disc = _models(work)
+    opt_g = _plain_adam(gen)
+    batches = _batches(work)
+    if disc is None:
+        (lr_u8, hr_u8), = batches
+
+        def step() -> None:
+            sr_img = gen(_plain_float(lr_u8))
+            loss = nn.functional.mse_loss(sr_img, _plain_float(hr_u8))
+            opt_g.zero_grad()
+            loss.backward()
+            opt_g.step()
+
+        return step
+
+    assert content_loss is not None, "an SRGAN workload needs its content loss"
+    opt_d = _plain_adam(disc)
+    (lr_d, hr_d), (lr_g, hr_g) = batches
+
+    def gan_step() -> None:
+        with torch.no_grad():
+            fake_img = gen(_plain_float(lr_d))
+        d_real, d_fake = discriminator_loss(disc(_plain_float(hr_d)), disc(fake_img))
+        opt_d.zero_grad()
+        (d_real + d_fake).backward()
+        opt_d.step()
+        disc.requires_grad_(False)
+        sr_img = gen(_plain_float(lr_g))
+        loss = content_loss(sr_img, _plain_float(hr_g)) + ADV_WEIGHT * adversarial_loss(disc(sr_img))
+        opt_g.zero_grad()
+        loss.backward()
+        opt_g.step()
+        disc.requires_grad_(True)
+
+    return gan_step
+
+
+def pipeline_step(work: Workload, content_loss: nn.Module | None, compile_mode: str | None = None) -> Step:
+    """The pipeline's own step: srgan.training's step functions, set up as pretrain/train_gan do."""
+    rt = Runtime(CPU, "bf16")
+    gen, disc = _models(work)
+    gen = gen.to(CPU, memory_format=torch.channels_last)
+    opt_g = _adam(gen, LEARNING_RATE, CPU)
+    batches = _batches(work)
+    if compile_mode is not None:
+        # A fresh Dynamo state: an earlier compile of Generator.forward at another shape would
+        # otherwise make this one compile with dynamic shapes.
+        torch._dynamo.reset()
+        gen = torch.compile(gen, mode=compile_mode)
+    if disc is None:
+        (lr_u8, hr_u8), = batches
+
+        def step() -> None:
+            mse_step(gen, opt_g, to_float(lr_u8, CPU), to_float(hr_u8, CPU), rt)
+
+        return step
+
+    assert content_loss is not None, "an SRGAN workload needs its content loss"
+    disc = disc.to(CPU, memory_format=torch.channels_last)
+    opt_d = _adam(disc, LEARNING_RATE, CPU)
+    (lr_d, hr_d), (lr_g, hr_g) = batches
+
+    def gan_step() -> None:
+        discriminator_step(gen, disc, opt_d, to_float(lr_d, CPU), to_float(hr_d, CPU), rt)
+        generator_step(gen, disc, opt_g, content_loss, ADV_WEIGHT, to_float(lr_g, CPU), to_float(hr_g, CPU), rt)
+
+    return gan_step
+
+
+def _timed(step: Step) -> float:
+    start = time.perf_counter()
+    step()
+    return time.perf_counter() - start
+
+
+def measure(work: Workload, content_loss: nn.Module | None, reps: int, compile_modes: Sequence[str] = ()) -> list[Result]:
+    """Reference, pipeline and (for SRResNet) compiled-pipeline variants of `work`, interleaved.
+
+    Each variant first runs one untimed warm-up step (optimizer state, oneDNN primitives, and the
+    compile for `+compile`); the reference's warm-up also counts the step's FLOPs. Then each
+    repetition runs one step of every variant, in alternating order so no variant always
+    follows the same neighbour.
+    """
+    variants: dict[str, Step] = {REFERENCE: reference_step(work, content_loss), CANDIDATE: pipeline_step(work, content_loss)}
+    compiled = [_compile_name(mode) for mode in compile_modes] if work.content is None else []
+    for name, mode in zip(compiled, compile_modes):
+        variants[name] = pipeline_step(work, content_loss, compile_mode=mode)
+    with FlopCounterMode(display=False) as counter:
+        variants[REFERENCE]()
+    flops = counter.get_total_flops()
+    _timed(variants[CANDIDATE])
+    compile_step_s: dict[str, float] = {}
+    for name in compiled:
+        # An empty Inductor cache on disk and in memory for each mode: otherwise a later mode
+        # reuses the kernels an earlier one built, and its compile time looks cheaper than a
+        # first `dvc repro` would find it.
+        with fresh_cache():
+            compile_step_s[name] = _timed(variants[name])
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for rep in range(reps):
+        order = list(variants) if rep % 2 == 0 else list(reversed(variants))
+        for name in order:
+            times[name].append(_timed(variants[name]))
+    images = work.batch_size * work.batches_per_step
+    results = []
+    for name, samples in times.items():
+        step_s = statistics.median(samples)
+        ratio = statistics.median(ref / own for ref, own in zip(times[REFERENCE], samples))
+        result = Result(work.name, work.patch, name, step_s, 1 / step_s, images / step_s, flops / step_s / 1e9, ratio)
+        if name in compile_step_s:
+            result.compile_s = compile_step_s[name] - step_s
+            saved_per_step = statistics.median(times[CANDIDATE]) - step_s
+            result.break_even_steps = result.compile_s / saved_per_step if saved_per_step > 0 else None
+        results.append(result)
+    return results
+
+
+def _compile_name(mode: str) -> str:
+    return f"{CANDIDATE}+compile" if mode == "default" else f"{CANDIDATE}+compile({mode})"
+
+
+@contextmanager
+def content_losses(workloads: Sequence[Workload]) -> Iterator[dict[str, ContentLoss]]:
+    """One ContentLoss per content kind, built the way train_gan builds it (from a weights file).
+
+    Random VGG19 weights time the same as ImageNet ones and need no download; they are written
+    to a temporary file because that file is what `ContentLoss(kind, vgg_weights)` reads.
+    """
+    kinds = {work.content for work in workloads if work.content is not None}
+    with tempfile.TemporaryDirectory(prefix="srgan-bench-") as folder:
+        weights = Path(folder) / "vgg19_random.pth"
+        if kinds - {"mse"}:
+            torch.save(vgg19().state_dict(), weights)
+        yield {kind: ContentLoss(kind, str(weights) if kind != "mse" else None).to(CPU) for kind in kinds}
+
+
+def _load_average() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+def report_json(results: Sequence[Result], meta: dict[str, object]) -> dict[str, object]:
+    """The one-line JSON: run facts, `srresnet_speedup` (pipeline vs plain, default patch), every row."""
+    speedup = next(r.ratio for r in results if r.workload == "srresnet" and r.patch == "default" and r.variant == CANDIDATE)
+    return {**meta, "srresnet_speedup": round(speedup, 3), "results": [asdict(r) for r in results]}
+
+
+def format_table(results: Sequence[Result], workloads: Sequence[Workload]) -> str:
+    """Human-readable rows: medians per variant, the ratio against the plain loop, compile cost."""
+    labels = {(w.name, w.patch): w.label for w in workloads}
+    width = max(len(r.variant) for r in results)
+    lines = [f"{'workload':<28} {'variant':<{width}} {'step s':>8} {'img/s':>8} {'GFLOP/s':>8} {'× plain':>8}"]
+    for r in results:
+        line = (
+            f"{labels[(r.workload, r.patch)]:<28} {r.variant:<{width}} {r.step_s:>8.3f} {r.images_per_s:>8.2f} "
+            f"{r.gflops:>8.1f} {r.ratio:>8.2f}"
+        )
+        if r.compile_s is not None:
+            pays = f"after {r.break_even_steps:.0f} steps" if r.break_even_steps is not None else "never (no faster)"
+            line += f"   compile {r.compile_s:.1f} s, pays off {pays}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5, help="timed repetitions per variant (the acceptance figure uses >= 5)")
+    parser.add_argument(
+        "--compile-modes", default="default,max-autotune-no-cudagraphs",
+        help="comma-separated torch.compile modes for the SRResNet step at the default patch; empty: none",
+    )
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line, last")
+    args = parser.parse_args(argv)
+    modes = [mode for mode in args.compile_modes.split(",") if mode]
+    started = time.perf_counter()
+    load_start = _load_average()
+    results: list[Result] = []
+    with content_losses(WORKLOADS) as losses:
+        for work in WORKLOADS:
+            print(f"measuring {work.label} ...", file=sys.stderr, flush=True)
+            results += measure(work, losses[work.content] if work.content else None, args.reps, modes if work.patch == "default" else ())
+    meta = {
+        "cpu": cpu_name(),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "reps": args.reps,
+        "load_average_start": load_start,
+        "load_average_end": _load_average(),
+        "elapsed_s": round(time.perf_counter() - started, 1),
+    }
+    print(f"{meta['cpu']}, {meta['threads']} threads, torch {meta['torch']}, {args.reps} reps (medians); load average "
+          f"{' '.join(map(str, load_start))} at start, {' '.join(map(str, meta['load_average_end']))} at end; "
+          f"{meta['elapsed_s']} s")
+    print(format_table(results, WORKLOADS))
+    if args.json:
+        print(json.dumps(report_json(results, meta)))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""Formats people deploy: the ONNX export, and the MLflow-logged generator behind `mlflow models serve`.
+
+The served model speaks MLflow's tensor JSON: POST /invocations with
+`{"inputs": [[[[r, ...], ...], [[g, ...]], [[b, ...]]]]}`, float32 (1, 3, h, w) RGB in [0, 1],
+answered by `{"predictions": [...]}`, float32 (1, 3, h·s, w·s), unclamped (clamp to [0, 1]).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from srgan.checkpoint import generator_config, save_generator
+from srgan.cli import main
+from srgan.export import ONNX_OPSET
+from srgan.models import Generator
+from srgan.tracking import stage_run
+
+# fp32 on both sides; convolution sums in another order differ by ~1e-6 on outputs near 1.
+ONNX_TOLERANCE = 1e-4
+
+
+def random_generator(bicubic_skip: bool, seed: int = 0) -> Generator:
+    """A tiny random-weight ×4 generator in eval mode, BN statistics not the identity."""
+    torch.manual_seed(seed)
+    gen = Generator(scale=4, blocks=2, channels=8, bicubic_skip=bicubic_skip)
+    with torch.no_grad():
+        for module in gen.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    return gen.eval()
+
+
+@pytest.mark.parametrize("bicubic_skip", [False, True])
+def test_onnx_export_has_dynamic_axes_and_agrees_with_pytorch(tmp_path: Path, bicubic_skip: bool) -> None:
+    gen = random_generator(bicubic_skip)
+    save_generator(tmp_path / "gen.pt", gen, generator_config(4, 2, 8, bicubic_skip))
+    main(["export", "--model", str(tmp_path / "gen.pt"), "--format", "onnx", "-o", str(tmp_path / "gen.onnx")])
+    session = onnxruntime.InferenceSession(str(tmp_path / "gen.onnx"), providers=["CPUExecutionProvider"])
+    assert [i.shape for i in session.get_inputs()] == [["batch", 3, "height", "width"]]
+    for shape in [(1, 3, 12, 16), (2, 3, 21, 13)]:
+        lr_img = torch.rand(*shape, generator=torch.Generator().manual_seed(1))
+        (sr_onnx,) = session.run(None, {"lr_img": lr_img.numpy()})
+        with torch.no_grad():
+            sr_torch = gen(lr_img).numpy()
+        assert sr_onnx.shape == (shape[0], 3, shape[2] * 4, shape[3] * 4)
+        assert np.abs(sr_onnx - sr_torch).max() <= ONNX_TOLERANCE
+
+
+def test_onnx_opset_is_the_documented_one(tmp_path: Path) -> None:
+    import onnx
+
+    save_generator(tmp_path / "gen.pt", random_generator(False), generator_config(4, 2, 8, False))
+    main(["export", "--model", str(tmp_path / "gen.pt"), "-o", str(tmp_path / "gen.onnx")])
+    opsets = {entry.domain: entry.version for entry in onnx.load(str(tmp_path / "gen.onnx")).opset_import}
+    assert opsets[""] == ONNX_OPSET == 17
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for_ping(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"mlflow models serve exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/ping", timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"mlflow models serve did not answer /ping in {timeout} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    """End the server and the uvicorn worker it started: its own process group."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+    server.wait()
+
+
+@pytest.mark.e2e
+def test_mlflow_serves_the_logged_generator_like_srgan_upscale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the project root: mlruns/ goes here
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with stage_run("train", {"model.blocks": 2}) as tracker:
+        model_uri = tracker.log_generator(random_generator(bicubic_skip=True))
+
+    rgb = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)  # (h, w, 3)
+    Image.fromarray(rgb).save(tmp_path / "in.png")
+    main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--model", model_uri,
+          "--device", "cpu", "--precision", "fp32"])
+    with Image.open(tmp_path / "out.png") as out:
+        upscaled = np.asarray(out)  # (48, 64, 3)
+
+    port = _free_port()
+    log = tmp_path / "serve.log"
+    # The server execs `uvicorn` from PATH: the one installed beside this Python.
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    with open(log, "wb") as log_file:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
+             "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
+            stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_for_ping(url, server, log)
+        lr_img = rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255  # (1, 3, 12, 16) in [0, 1]
+        request = urllib.request.Request(
+            f"{url}/invocations", data=json.dumps({"inputs": lr_img.tolist()}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            predictions = np.asarray(json.load(answer)["predictions"], dtype=np.float32)
+    finally:
+        _stop(server)
+
+    assert predictions.shape == (1, 3, 48, 64)
+    served = np.round(np.clip(predictions[0], 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)  # (48, 64, 3)
+    mse = np.mean((served.astype(np.float64) - upscaled) ** 2)
+    assert mse == 0 or 10 * math.log10(255**2 / mse) >= 50

@@ -1,0 +1,348 @@
+"""`srgan upscale`: tiles that equal whole-image inference, images as people have them, bad inputs."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+import srgan.upscale
+from srgan.checkpoint import generator_config, save_discriminator, save_generator
+from srgan.cli import main
+from srgan.errors import SrganError
+from srgan.evaluate import generator_upscaler
+from srgan.models import Discriminator, Generator
+from srgan.runtime import Runtime
+from srgan.upscale import (
+    Job,
+    context_radius,
+    is_model_uri,
+    plan_jobs,
+    read_picture,
+    tile_spans,
+    upscale_files,
+    upscale_image,
+)
+
+CPU_FP32 = Runtime(torch.device("cpu"), "fp32")
+FP32 = ["--device", "cpu", "--precision", "fp32"]
+
+
+def random_generator(scale: int = 4, blocks: int = 2, channels: int = 8, bicubic_skip: bool = True, seed: int = 0) -> Generator:
+    """Random weights in eval mode, with BN statistics that are not the identity and the output
+    centred in [0, 1], so a tiling mistake shows in the pixels instead of vanishing into clamping."""
+    torch.manual_seed(seed)
+    gen = Generator(scale=scale, blocks=blocks, channels=channels, bicubic_skip=bicubic_skip)
+    with torch.no_grad():
+        for module in gen.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.1, 0.1)
+        if not bicubic_skip:
+            gen.tail.bias += 0.5
+    return gen.eval()
+
+
+def smooth_image(height: int, width: int, channels: int = 3, seed: int = 0) -> np.ndarray:
+    """uint8 (H, W, C) (or (H, W) for C = 0): a photo-like smooth random field, deterministic."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.random((height // 8 + 2, width // 8 + 2, max(channels, 1)))
+    img = np.kron(coarse, np.ones((8, 8, 1)))[:height, :width] * 200 + rng.random((height, width, max(channels, 1))) * 55
+    img = img.astype(np.uint8)
+    return img[:, :, 0] if channels == 0 else img
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
+    return math.inf if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
+@pytest.fixture
+def model_file(tmp_path: Path) -> Path:
+    gen = random_generator()
+    path = tmp_path / "gen.pt"
+    save_generator(path, gen, generator_config(scale=4, blocks=2, channels=8, bicubic_skip=True))
+    return path
+
+
+def upscale_cli(*args: str | Path) -> None:
+    main(["upscale", *map(str, args), *FP32])
+
+
+def error_lines(stderr: str) -> list[str]:
+    """The `error:` lines, without mlflow's log lines that may share stderr."""
+    return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+# --- tiling ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+@pytest.mark.parametrize("blocks", [0, 2])
+def test_context_radius_is_the_measured_receptive_field(scale: int, blocks: int) -> None:
+    """The output of one LR pixel depends on inputs exactly `context_radius` pixels away, no further."""
+    gen = random_generator(scale=scale, blocks=blocks, channels=4).double()
+    radius = context_radius(gen)
+    side = 2 * radius + 9
+    centre = side // 2
+    lr_img = torch.rand(1, 3, side, side, dtype=torch.float64, requires_grad=True)
+    gen(lr_img)[:, :, centre * scale : (centre + 1) * scale, centre * scale : (centre + 1) * scale].sum().backward()
+    rows, cols = (lr_img.grad.abs().sum((0, 1)) > 0).nonzero(as_tuple=True)
+    assert int(max((rows - centre).abs().max(), (cols - centre).abs().max())) == radius
+
+
+def test_context_radius_of_the_paper_generator_is_two_per_block_plus_eight() -> None:
+    assert context_radius(Generator(scale=4, blocks=16)) == 40
+    assert context_radius(Generator(scale=4, blocks=16, bicubic_skip=True)) == 40
+
+
+def test_tile_spans_cover_the_length_in_near_equal_pieces() -> None:
+    assert tile_spans(300, 64) == [(0, 60), (60, 120), (120, 180), (180, 240), (240, 300)]
+    assert tile_spans(10, 64) == [(0, 10)]
+    assert tile_spans(65, 64) == [(0, 33), (33, 65)]
+
+
+@pytest.mark.parametrize(
+    ("scale", "bicubic_skip", "channels", "tile"),
+    [(4, True, 3, 128), (4, False, 3, 100), (2, True, 0, 75)],
+    ids=["x4-bicubic-skip-rgb", "x4-plain-rgb", "x2-gray"],
+)
+def test_tiled_inference_equals_whole_image_inference(scale: int, bicubic_skip: bool, channels: int, tile: int) -> None:
+    gen = random_generator(scale=scale, bicubic_skip=bicubic_skip)
+    lr_img = smooth_image(300, 300, channels)
+    whole = generator_upscaler(gen, CPU_FP32)(lr_img)
+    assert whole.std() > 10  # not clamped flat, or the comparison would prove nothing
+    tiled = upscale_image(gen, lr_img, CPU_FP32, tile=tile)
+    assert tiled.shape == whole.shape == (300 * scale, 300 * scale, *lr_img.shape[2:])
+    assert psnr(tiled, whole) >= 50
+    assert np.abs(tiled.astype(int) - whole).max() <= 1  # float summation order differs between tile shapes
+
+
+def test_too_little_context_breaks_the_equality(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above has teeth: with too little context the tile seams show. (Far pixels weigh
+    little in a random-weight model: a quarter of the context already passes 50 dB, hence the
+    max-difference bound above; the gradient test shows the radius is exact.)"""
+    gen = random_generator()
+    lr_img = smooth_image(64, 64)
+    whole = generator_upscaler(gen, CPU_FP32)(lr_img)
+    monkeypatch.setattr(srgan.upscale, "context_radius", lambda gen: 1)  # the true radius is 12
+    tiled = upscale_image(gen, lr_img, CPU_FP32, tile=32)
+    assert np.abs(tiled.astype(int) - whole).max() > 5
+
+
+def test_bf16_autocast_stays_close_to_fp32() -> None:
+    """The `--precision bf16` path (what `auto` picks on AVX-512 BF16 CPUs and CUDA) runs and
+    moves pixels by at most a few grey levels on this model (measured 51 dB, max 2)."""
+    gen = random_generator(bicubic_skip=False)
+    lr_img = smooth_image(40, 40)
+    fp32 = upscale_image(gen, lr_img, CPU_FP32, tile=20)
+    bf16 = upscale_image(gen, lr_img, Runtime(torch.device("cpu"), "bf16"), tile=20)
+    assert psnr(bf16, fp32) >= 40
+
+
+# --- image modes ----------------------------------------------------------------------------------
+
+
+def test_rgb_png_in_rgb_png_out(tmp_path: Path, model_file: Path) -> None:
+    rgb = smooth_image(20, 30)
+    Image.fromarray(rgb).save(tmp_path / "in.png")
+    upscale_cli(tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model_file)
+    with Image.open(tmp_path / "out.png") as out:
+        assert (out.format, out.mode, out.size) == ("PNG", "RGB", (120, 80))
+        expected = upscale_image(random_generator(), rgb, CPU_FP32)
+        assert np.array_equal(np.asarray(out), expected)
+
+
+def test_gray_in_gives_gray_out(tmp_path: Path, model_file: Path) -> None:
+    gray = smooth_image(20, 30, channels=0)
+    Image.fromarray(gray).save(tmp_path / "in.png")
+    upscale_cli(tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model_file)
+    with Image.open(tmp_path / "out.png") as out:
+        assert (out.mode, out.size) == ("L", (120, 80))
+        assert np.array_equal(np.asarray(out), upscale_image(random_generator(), gray, CPU_FP32))
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_alpha_is_upscaled_by_bicubic_and_reattached(tmp_path: Path, model_file: Path, mode: str) -> None:
+    color = smooth_image(20, 30, channels=3 if mode == "RGBA" else 0)
+    alpha = np.tile(np.linspace(0, 255, 30).astype(np.uint8), (20, 1))
+    Image.fromarray(np.dstack([color, alpha]), mode=mode).save(tmp_path / "in.png")
+    upscale_cli(tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model_file)
+    with Image.open(tmp_path / "out.png") as out:
+        assert (out.mode, out.size) == (mode, (120, 80))
+        pixels = np.asarray(out)
+    assert np.array_equal(pixels[..., -1], np.asarray(Image.fromarray(alpha).resize((120, 80), Image.Resampling.BICUBIC)))
+    expected = upscale_image(random_generator(), color, CPU_FP32)
+    assert np.array_equal(pixels[..., :-1].squeeze(-1) if mode == "LA" else pixels[..., :3], expected)
+
+
+def test_sixteen_bit_gray_is_read_as_round_v_over_257_and_written_8_bit(tmp_path: Path, model_file: Path) -> None:
+    wide = (smooth_image(20, 30, channels=0).astype(np.uint16) * 257 + 100).astype(np.uint16)
+    Image.fromarray(wide).save(tmp_path / "in.png")  # mode I;16
+    picture = read_picture(tmp_path / "in.png", scale=4, max_output_pixels=10**6)
+    assert picture.color.dtype == np.uint8 and picture.color.ndim == 2
+    assert np.array_equal(picture.color, ((wide.astype(int) + 128) // 257).astype(np.uint8))
+    upscale_cli(tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model_file)
+    with Image.open(tmp_path / "out.png") as out:
+        assert (out.mode, out.size) == ("L", (120, 80))
+
+
+def test_exif_orientation_is_applied(tmp_path: Path, model_file: Path) -> None:
+    stored = smooth_image(20, 30)  # stored 30 wide, 20 high; tag 6 = shown rotated 90° clockwise
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(stored).save(tmp_path / "in.png", exif=exif)
+    upscale_cli(tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model_file)
+    upright = np.asarray(Image.fromarray(stored).transpose(Image.Transpose.ROTATE_270))
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.size == (80, 120)
+        assert np.array_equal(np.asarray(out), upscale_image(random_generator(), upright, CPU_FP32))
+
+
+@pytest.mark.parametrize("transparent", [False, True])
+def test_palette_images(tmp_path: Path, model_file: Path, transparent: bool) -> None:
+    palette = Image.fromarray(smooth_image(20, 30)).quantize(16)
+    if transparent:
+        palette.info["transparency"] = 0
+    palette.save(tmp_path / "in.png")
+    upscale_cli(tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model_file)
+    with Image.open(tmp_path / "out.png") as out:
+        assert (out.mode, out.size) == ("RGBA" if transparent else "RGB", (120, 80))
+        expected = upscale_image(random_generator(), np.asarray(palette.convert("RGB")), CPU_FP32)
+        assert np.array_equal(np.asarray(out)[..., :3], expected)
+        if transparent:
+            assert (np.asarray(out)[..., 3] < 255).any()
+
+
+@pytest.mark.parametrize(("suffix", "pillow_format"), [(".jpg", "JPEG"), (".jpeg", "JPEG"), (".webp", "WEBP"), (".png", "PNG")])
+def test_output_format_follows_the_extension(tmp_path: Path, model_file: Path, suffix: str, pillow_format: str) -> None:
+    Image.fromarray(smooth_image(12, 16)).save(tmp_path / "in.jpg", quality=95)
+    upscale_cli(tmp_path / "in.jpg", "-o", tmp_path / f"out{suffix}", "--model", model_file)
+    with Image.open(tmp_path / f"out{suffix}") as out:
+        assert (out.format, out.size) == (pillow_format, (64, 48))
+
+
+# --- inputs, outputs and planning -----------------------------------------------------------------
+
+
+def test_folder_output_keeps_names_with_the_chosen_or_own_extension(tmp_path: Path) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png", "c.tif", "notes.txt"):
+        (folder / name).touch()
+    own = plan_jobs([folder], str(tmp_path / "out"))
+    assert [(j.source.name, j.target.name) for j in own] == [("a.jpg", "a.jpg"), ("b.png", "b.png"), ("c.tif", "c.png")]
+    webp = plan_jobs([folder / "a.jpg", folder / "b.png"], str(tmp_path / "out"), "webp")
+    assert [j.target for j in webp] == [tmp_path / "out" / "a.webp", tmp_path / "out" / "b.webp"]
+    assert plan_jobs([folder / "a.jpg"], str(tmp_path / "big.png")) == [Job(folder / "a.jpg", tmp_path / "big.png")]
+    assert plan_jobs([folder / "a.jpg"], str(tmp_path / "results")) == [Job(folder / "a.jpg", tmp_path / "results" / "a.jpg")]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "output", "fmt", "message"),
+    [
+        (["a.jpg", "b.png"], "out.png", None, "several inputs need an output folder"),
+        (["a.jpg"], "out.tif", None, "cannot write .tif"),
+        (["a.jpg"], "out.png", "jpg", "disagrees with --format jpg"),
+        (["a.jpg", "sub/a.png"], "out", "png", "is also"),
+        (["a.jpg"], ".", None, "would replace the input"),
+        (["empty"], "out", None, "no images"),
+    ],
+)
+def test_plans_that_cannot_work_are_refused_before_any_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inputs: list[str], output: str, fmt: str | None, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "empty").mkdir()
+    for name in ("a.jpg", "sub/a.png"):
+        (tmp_path / name).touch()
+    with pytest.raises(SrganError, match=message):
+        plan_jobs(inputs, output, fmt)
+
+
+def test_model_uris_are_told_from_paths() -> None:
+    assert is_model_uri("runs:/0123abcd/generator") and is_model_uri("models:/srgan/1")
+    assert not is_model_uri("models/srgan.pt") and not is_model_uri("C:/models/srgan.pt")
+
+
+# --- bad input ------------------------------------------------------------------------------------
+
+
+def test_each_bad_file_gets_one_line_and_the_others_are_processed(
+    tmp_path: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(smooth_image(12, 16)).save(inputs / "good.png")
+    Image.fromarray(smooth_image(12, 16)).save(inputs / "blocked.png")
+    (inputs / "text.png").write_text("not pixels\n")
+    buffer = io.BytesIO()
+    Image.fromarray(smooth_image(30, 30)).save(buffer, format="PNG")
+    (inputs / "truncated.png").write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    Image.fromarray(smooth_image(40, 60)).save(inputs / "large.png")  # 240 × 160 = 38,400 output pixels
+    out = tmp_path / "out"
+    (out / "blocked.png").mkdir(parents=True)  # a folder where the output file should go
+    with pytest.raises(SystemExit) as exit_info:
+        upscale_cli(inputs, tmp_path / "missing.png", "-o", out, "--model", model_file, "--max-output-pixels", "20000")
+    assert exit_info.value.code == 2
+    errors = error_lines(capsys.readouterr().err)
+    assert errors == [
+        f"error: {out / 'blocked.png'}: cannot write (Is a directory)",
+        f"error: {inputs / 'large.png'}: too many pixels (60×40 > 1250 input pixels, i.e. 20000 output pixels at ×4; see --max-output-pixels)",
+        f"error: {inputs / 'text.png'}: not an image",
+        f"error: {inputs / 'truncated.png'}: truncated",
+        f"error: {tmp_path / 'missing.png'}: cannot read (No such file or directory)",
+        "error: 5 of 6 images failed",
+    ]
+    with Image.open(out / "good.png") as good:
+        assert good.size == (64, 48)
+    assert sorted(p.name for p in out.iterdir()) == ["blocked.png", "good.png"]  # no temp files left
+
+
+def test_a_model_file_of_the_wrong_kind_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    save_discriminator(tmp_path / "disc.pt", Discriminator(channels=8), channels=8)
+    Image.fromarray(smooth_image(12, 16)).save(tmp_path / "in.png")
+    with pytest.raises(SystemExit) as exit_info:
+        upscale_cli(tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", tmp_path / "disc.pt")
+    assert exit_info.value.code == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: {tmp_path / 'disc.pt'}: is a srgan-discriminator-v1 file, expected srgan-generator-v1"
+    ]
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_what_the_output_format_cannot_hold_is_refused_before_inference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    Image.fromarray(np.zeros((4, 4, 4), np.uint8), mode="RGBA").save(tmp_path / "alpha.png")
+    Image.fromarray(np.zeros((2, 4100, 3), np.uint8)).save(tmp_path / "wide.png")
+    jobs = [Job(tmp_path / "alpha.png", tmp_path / "alpha.jpg"), Job(tmp_path / "wide.png", tmp_path / "wide.webp")]
+    assert upscale_files(random_generator(), jobs, CPU_FP32) == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: {tmp_path / 'alpha.jpg'}: JPEG has no alpha channel and the input has one; write .png or .webp",
+        f"error: {tmp_path / 'wide.webp'}: WEBP holds at most 16383 pixels a side, the output has 16400; write .png",
+    ]
+
+
+def test_an_existing_output_is_never_half_overwritten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    Image.fromarray(smooth_image(12, 16)).save(tmp_path / "in.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "in.png").write_bytes(b"the old output")
+
+    def disk_full(self: Image.Image, fp: Path, *args: object, **kwargs: object) -> None:
+        Path(fp).write_bytes(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", disk_full)
+    failed = upscale_files(random_generator(), [Job(tmp_path / "in.png", tmp_path / "out" / "in.png")], CPU_FP32)
+    assert failed == 1
+    assert (tmp_path / "out" / "in.png").read_bytes() == b"the old output"
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["in.png"]
+
