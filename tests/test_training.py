@@ -49,16 +49,22 @@ def stage(root: Path, name: str, *args: str, **popen: object) -> subprocess.Pope
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
 
 
+def wait_for_first_checkpoint(root: Path) -> Path:
+    """Poll until the running pretrain stage has written its first checkpoint; its folder."""
+    checkpoints = root / ".cache" / "pretrain"
+    deadline = time.time() + 120
+    while not list(checkpoints.glob("*/last.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    return checkpoints
+
+
 PRETRAIN = ("--data", "data/prepared", "--out", "models/srresnet.pt", "--curves", "reports/plots/pretrain.csv")
 
 
 def test_pretrain_resumes_after_sigkill_and_ends_at_the_configured_step(tmp_path: Path) -> None:
     write_tiny_project(tmp_path, steps=400)
     proc = stage(tmp_path, "pretrain", *PRETRAIN)
-    checkpoints = tmp_path / ".cache" / "pretrain"
-    deadline = time.time() + 120
-    while not list(checkpoints.glob("*/last.pt")) and time.time() < deadline:
-        time.sleep(0.05)
+    checkpoints = wait_for_first_checkpoint(tmp_path)
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -169,10 +175,7 @@ def test_unknown_and_ill_typed_params_fail_before_work(tmp_path: Path) -> None:
 def test_ctrl_c_saves_a_checkpoint_and_says_how_to_resume(tmp_path: Path) -> None:
     write_tiny_project(tmp_path, steps=100000)
     proc = stage(tmp_path, "pretrain", *PRETRAIN)
-    checkpoints = tmp_path / ".cache" / "pretrain"
-    deadline = time.time() + 120
-    while not list(checkpoints.glob("*/last.pt")) and time.time() < deadline:
-        time.sleep(0.05)
+    checkpoints = wait_for_first_checkpoint(tmp_path)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130
