@@ -7,7 +7,9 @@ not clamped (the MSE gradient needs the raw values); callers clamp when they mak
 from __future__ import annotations
 
 import math
+from itertools import product
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -36,7 +38,14 @@ class Generator(nn.Module):
 
     `bicubic_skip` is not in the paper: the network then predicts the residual over the bicubic
     upsampling of its input (as VDSR does), which trains much faster on a short CPU schedule.
+
+    The forward pass computes the last ×2 stage and the 9×9 tail in the sub-pixel domain (see
+    `_subpixel_tail`): the same function with the same parameters, about twice as fast on CPU.
+    `subpixel_tail = False` computes the paper's layer order instead; the benchmarks' plain
+    reference and the equivalence test use it.
     """
+
+    subpixel_tail: bool = True
 
     def __init__(self, scale: int = 4, blocks: int = 16, channels: int = 64, bicubic_skip: bool = False) -> None:
         super().__init__()
@@ -55,15 +64,58 @@ class Generator(nn.Module):
             )
         )
         self.tail = nn.Conv2d(channels, 3, 9, padding=4)
+        # Where each tap of the sub-pixel kernel comes from (not saved: derived from the shapes).
+        self.register_buffer("tail_index", _subpixel_index(3, channels, 9), persistent=False)
 
     def forward(self, lr_img: torch.Tensor) -> torch.Tensor:
         # lr_img: (N, 3, h, w) in [0, 1] -> returns (N, 3, h*scale, w*scale), ~[0, 1], unclamped
         features = self.head(lr_img)  # (N, C, h, w)
         features = features + self.body_tail(self.blocks(features))
-        sr_img = self.tail(self.upsample(features))  # (N, 3, h*scale, w*scale)
+        if self.subpixel_tail:
+            sr_img = self._subpixel_tail(features)
+        else:
+            sr_img = self.tail(self.upsample(features))  # (N, 3, h*scale, w*scale)
         if self.bicubic_skip:
             sr_img = sr_img + F.interpolate(lr_img, scale_factor=self.scale, mode="bicubic", align_corners=False)
         return sr_img
+
+    def _subpixel_tail(self, features: torch.Tensor) -> torch.Tensor:
+        """`tail(upsample(features))`, with the last PixelShuffle moved after the tail.
+
+        A 9×9 conv to 3 channels on the 2×-shuffled image equals a 5×5 conv to 12 channels on
+        the unshuffled 4C-channel map followed by a shuffle of its output; the PReLU before it
+        commutes with the shuffle once its per-channel slopes are repeated 4×. oneDNN runs the
+        3-output-channel conv poorly (90–120 GFLOP/s here against ~400 for the 64-channel ones),
+        and the 64-channel full-resolution activations it reads are never built.
+        """
+        *stages, conv, _shuffle, prelu = self.upsample
+        x = conv(nn.Sequential(*stages)(features))  # (N, 4C, H/2, W/2)
+        x = F.prelu(x, prelu.weight.repeat_interleave(4).to(x.dtype))
+        flat = torch.cat([self.tail.weight.flatten(), self.tail.weight.new_zeros(1)])
+        kernel = flat[self.tail_index]  # (12, 4C, k', k')
+        x = F.conv2d(x, kernel, self.tail.bias.repeat_interleave(4), padding=kernel.shape[-1] // 2)  # (N, 12, H/2, W/2)
+        return F.pixel_shuffle(x, 2)  # (N, 3, H, W)
+
+
+def _subpixel_index(out_channels: int, in_channels: int, size: int) -> torch.Tensor:
+    """Indices into `cat(weight.flatten(), [0])` that turn a (O, C, k, k) kernel acting on a
+    2×-pixel-shuffled input into the (4O, 4C, k', k') kernel acting on the unshuffled input
+    (k' = 2·ceil(r/2) + 1, r = k // 2) whose output, pixel-shuffled, is the original output.
+
+    Output pixel (2p + i, 2q + j) of channel o reads input pixel (2p + i + dy − r, …); that pixel
+    is unshuffled channel 4c + 2s + t at (p + A, …) with i + dy − r = 2A + s. Taps with no source
+    point at the appended zero.
+    """
+    r = size // 2
+    half = (r + 1) // 2
+    zero = out_channels * in_channels * size * size
+    index = np.full((out_channels, 2, 2, in_channels, 2, 2, 2 * half + 1, 2 * half + 1), zero, dtype=np.int64)
+    source = np.arange(zero).reshape(out_channels, in_channels, size, size)
+    for i, j, dy, dx in product((0, 1), (0, 1), range(size), range(size)):
+        a, s = divmod(i + dy - r, 2)
+        b, t = divmod(j + dx - r, 2)
+        index[:, i, j, :, s, t, a + half, b + half] = source[:, :, dy, dx]
+    return torch.from_numpy(index.reshape(out_channels * 4, in_channels * 4, 2 * half + 1, 2 * half + 1))
 
 
 def _conv_block(in_channels: int, out_channels: int, stride: int, batch_norm: bool) -> list[nn.Module]:

@@ -40,7 +40,7 @@ def test_measure_reports_positive_throughput_and_the_json_keys(bench: ModuleType
     with bench.content_losses(workloads) as losses:
         results = [r for w in workloads for r in bench.measure(w, losses[w.content] if w.content else None, reps=1)]
     assert [(r.workload, r.variant) for r in results] == [
-        ("srresnet", bench.REFERENCE), ("srresnet", bench.CANDIDATE),
+        ("srresnet", bench.REFERENCE), ("srresnet", bench.CANDIDATE), ("srresnet", bench.REFERENCE_SUBPIXEL),
         ("srgan_mse", bench.REFERENCE), ("srgan_mse", bench.CANDIDATE),
     ]
     for r in results:
