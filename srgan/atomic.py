@@ -1,4 +1,4 @@
-"""Atomic writes: a temporary file in the same folder, fsync, then `os.replace`.
+"""Atomic writes: a temporary file (or folder) beside the target, then a rename onto it.
 
 A process killed at any moment leaves either the old file or the new one, never a half-written
 file under a path that DVC would cache as good.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -59,3 +60,29 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Atomically write JSON with sorted keys and a final newline, so equal data give equal bytes."""
     write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+@contextmanager
+def atomic_dir(out: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield an empty `.<name>.<pid>.tmp` folder beside `out`; when the block succeeds it replaces
+    `out` (two renames, so there is never a partial `out`); when it fails it is removed.
+
+    Folders left beside `out` by killed runs are removed first.
+    """
+    target = Path(out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    for stale in target.parent.glob(f".{target.name}.*.tmp"):
+        shutil.rmtree(stale)
+    staging = target.parent / f".{target.name}.{os.getpid()}.tmp"
+    staging.mkdir()
+    try:
+        yield staging
+        if target.exists():
+            previous = target.parent / f".{target.name}.{os.getpid()}.old.tmp"
+            os.rename(target, previous)
+            os.rename(staging, target)
+            shutil.rmtree(previous)
+        else:
+            os.rename(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -21,8 +21,6 @@ import sys
 import tarfile
 import time
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import requests
@@ -309,23 +307,6 @@ def write_manifest(folder: Path, source: str, skipped: Skipped, archive_sha256: 
     return manifest
 
 
-@contextmanager
-def _staged(final: Path) -> Iterator[Path]:
-    """Yield an empty folder beside `final` that replaces `final` only when the block succeeds.
-
-    A killed or failed run thus never leaves a half-written source folder under `final`.
-    """
-    staging = final.with_name(f".{final.name}.tmp-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
-        yield staging
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-
-
 def cache_path(cache_root: Path, url: str) -> Path:
     """Where `url` is downloaded: one folder per URL, so two `images.zip` never collide."""
     return cache_root / hashlib.sha256(url.encode()).hexdigest()[:12] / url.rsplit("/", 1)[-1]
@@ -357,32 +338,33 @@ def materialize(name: str, out_root: Path, cache_root: Path, *, max_bytes: int) 
     """Write source `name` (already checked by `sources.check_source`) under `out_root`.
 
     Returns the folders written: both role folders for `sample`, else the one source folder.
-    Archives are downloaded into `cache_root`, which must lie outside `out_root`.
+    Archives are downloaded into `cache_root`, which must lie outside `out_root`. A failure can
+    leave a partial folder: the download stage writes into a staging folder (`atomic_dir`).
     """
     if name == "sample":
         folders = []
         for role in ("train", "eval"):
-            final = sources.raw_dir(out_root, name, role)
-            with _staged(final) as staging:
-                _copy_sample(role, staging)
-                write_manifest(staging, name, [])
-            folders.append(final)
+            folder = sources.raw_dir(out_root, name, role)
+            folder.mkdir(parents=True)
+            _copy_sample(role, folder)
+            write_manifest(folder, name, [])
+            folders.append(folder)
         return folders
-    final = sources.raw_dir(out_root, name, "train")  # the same folder for either role
-    with _staged(final) as staging:
-        skipped: Skipped = []
-        archive_sha256 = None
-        if name in sources.REGISTRY:
-            for archive in sources.REGISTRY[name].archives:
-                path = fetch(archive.url, cache_path(cache_root, archive.url), md5=archive.md5)
-                skipped += extract(path, staging, archive.members, max_bytes=max_bytes)
-        elif sources.is_url(name):
-            path = fetch(name, cache_path(cache_root, name))
-            archive_sha256 = file_digest(path, "sha256")
-            skipped = extract(path, staging, max_bytes=max_bytes)
-        else:
-            skipped = _copy_folder(Path(name).expanduser(), staging)
-        manifest = write_manifest(staging, name, skipped, archive_sha256)
-        if not manifest["files"]:
-            raise SrganError(f"source {name!r}: no image files found (extensions: {', '.join(sources.IMAGE_EXTENSIONS)})")
-    return [final]
+    folder = sources.raw_dir(out_root, name, "train")  # the same folder for either role
+    folder.mkdir(parents=True)
+    skipped: Skipped = []
+    archive_sha256 = None
+    if name in sources.REGISTRY:
+        for archive in sources.REGISTRY[name].archives:
+            path = fetch(archive.url, cache_path(cache_root, archive.url), md5=archive.md5)
+            skipped += extract(path, folder, archive.members, max_bytes=max_bytes)
+    elif sources.is_url(name):
+        path = fetch(name, cache_path(cache_root, name))
+        archive_sha256 = file_digest(path, "sha256")
+        skipped = extract(path, folder, max_bytes=max_bytes)
+    else:
+        skipped = _copy_folder(Path(name).expanduser(), folder)
+    manifest = write_manifest(folder, name, skipped, archive_sha256)
+    if not manifest["files"]:
+        raise SrganError(f"source {name!r}: no image files found (extensions: {', '.join(sources.IMAGE_EXTENSIONS)})")
+    return [folder]

@@ -35,7 +35,6 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-import shutil
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -45,10 +44,10 @@ import numpy as np
 from tqdm import tqdm
 
 from srgan import sources
-from srgan.atomic import atomic_path, write_json
+from srgan.atomic import atomic_dir, atomic_path, write_json
 from srgan.config import Params, PreprocessParams
 from srgan.errors import SrganError
-from srgan.imageio import ImageReadError, read_image, write_png
+from srgan.imageio import ImageReadError, list_images, read_image, write_png
 from srgan.imresize import imresize_uint8, modcrop
 
 MANIFEST = "manifest.json"
@@ -77,20 +76,6 @@ def preprocess(params: Params, raw_root: str | Path, out: str | Path) -> dict[st
     """The preprocess stage: read the sources named in `params` from `raw_root`, write `out`."""
     train_dir, eval_dirs = input_folders(params, raw_root)
     return prepare(train_dir, eval_dirs, out, seed=params.seed, scale=params.scale, settings=params.preprocess)
-
-
-def list_images(folder: Path) -> list[str]:
-    """Image files under `folder`, recursively, as sorted '/'-separated paths relative to it.
-
-    Only `sources.IMAGE_EXTENSIONS` count (any case), so download's `manifest.json` and other
-    side files are not inputs; a file with an image extension that is not an image is skipped
-    later, with a reason.
-    """
-    return sorted(
-        path.relative_to(folder).as_posix()
-        for path in folder.rglob("*")
-        if path.suffix.lower() in sources.IMAGE_EXTENSIONS and path.is_file()
-    )
 
 
 def patch_corners(height: int, width: int, hr_size: int, stride: int) -> list[Corner]:
@@ -276,15 +261,9 @@ def prepare(
     Image paths are relative to their source folder. Raises `SrganError` when no training
     image is usable.
     """
-    out = Path(out)
-    staging = _staging_dir(out)
-    try:
-        with _Workers(settings.workers or os.cpu_count() or 1) as workers:
-            manifest = _prepare_into(staging, workers, train_dir, eval_dirs, seed=seed, scale=scale, settings=settings)
+    with atomic_dir(out) as staging, _Workers(settings.workers or os.cpu_count() or 1) as workers:
+        manifest = _prepare_into(staging, workers, train_dir, eval_dirs, seed=seed, scale=scale, settings=settings)
         write_json(staging / MANIFEST, manifest)
-        _move_into_place(staging, out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 
@@ -380,24 +359,3 @@ def _prepare_eval_set(
             skipped.append({"source": source, "file": name, "reason": reason})
     skipped.sort(key=lambda entry: entry["file"])
     return sorted(images), skipped
-
-
-def _staging_dir(out: Path) -> Path:
-    """A fresh `.<name>.<pid>.tmp` folder beside `out`, after removing ones left by killed runs."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.*.tmp"):
-        shutil.rmtree(stale)
-    staging = out.parent / f".{out.name}.{os.getpid()}.tmp"
-    staging.mkdir()
-    return staging
-
-
-def _move_into_place(staging: Path, out: Path) -> None:
-    """Replace `out` by the finished `staging` folder: two renames, never a partial `out`."""
-    if out.exists():
-        previous = out.parent / f".{out.name}.{os.getpid()}.old.tmp"
-        os.rename(out, previous)
-        os.rename(staging, out)
-        shutil.rmtree(previous)
-    else:
-        os.rename(staging, out)

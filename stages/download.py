@@ -6,6 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
+from srgan.atomic import atomic_dir
 from srgan.config import flatten, load_params
 from srgan.download import materialize
 from srgan.errors import exit_on_error
@@ -26,15 +27,17 @@ def main() -> None:
         check_source(name, f"data.eval[{i}]")
     # Downloads and their resumable partial files live outside the declared out, which `dvc repro`
     # deletes before the stage runs, and are shared by DVC's temporary experiment copies.
+    # The out appears only once every source is in: a kill leaves no partial folder under it.
     cache = project_root() / ".cache" / "download"
-    with stage_run("download", flatten(params)) as tracker:
+    with stage_run("download", flatten(params)) as tracker, atomic_dir(args.out) as staging:
         for name in dict.fromkeys((params.data.train, *params.data.eval)):
-            for folder in materialize(name, args.out, cache, max_bytes=int(params.download.max_unpacked_gb * 1e9)):
+            for folder in materialize(name, staging, cache, max_bytes=int(params.download.max_unpacked_gb * 1e9)):
                 manifest = json.loads((folder / "manifest.json").read_text())
-                label = folder.relative_to(args.out).as_posix().replace("/", ".")
+                relative = folder.relative_to(staging)
+                label = relative.as_posix().replace("/", ".")
                 tracker.log_metrics({f"files.{label}": len(manifest["files"]), f"skipped.{label}": len(manifest["skipped"])}, step=0)
                 tracker.log_artifact(folder / "manifest.json", f"manifests/{label}")
-                print(f"download: {name} -> {folder} ({len(manifest['files'])} files)")
+                print(f"download: {name} -> {args.out / relative} ({len(manifest['files'])} files)")
 
 
 if __name__ == "__main__":
