@@ -28,9 +28,11 @@ class Shards:
         if not self.hr_files:
             raise SrganError(f"{self.folder}: no hr_*.npy shards; run the preprocess stage (dvc repro preprocess)")
         self._maps: list[tuple[np.ndarray, np.ndarray]] | None = None
+        # Global index of each shard's first pair, and the total at the end (read from headers).
+        self.offsets = np.concatenate([[0], np.cumsum([hr.shape[0] for _, hr in self._open()])])
 
     def _open(self) -> list[tuple[np.ndarray, np.ndarray]]:
-        # Opened lazily so each DataLoader worker maps the files itself after the fork.
+        # Mapped again after unpickling, so each DataLoader worker maps the files itself.
         if self._maps is None:
             self._maps = [
                 (np.load(f.with_name(f.name.replace("hr_", "lr_")), mmap_mode="r"), np.load(f, mmap_mode="r"))
@@ -40,11 +42,6 @@ class Shards:
 
     def __getstate__(self) -> dict[str, object]:
         return {**self.__dict__, "_maps": None}
-
-    @property
-    def offsets(self) -> np.ndarray:
-        sizes = [hr.shape[0] for _, hr in self._open()]
-        return np.concatenate([[0], np.cumsum(sizes)])
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -68,11 +65,19 @@ class RandomCrops(Dataset):
 
     Returns uint8 tensors lr (B, 3, c/scale, c/scale) and hr (B, 3, c, c), RGB; the training step
     converts them to float in [0, 1] on its device (uint8 moves 4× fewer bytes).
+
+    `part` = (rank, world_size) keeps only that process's consecutive slice of B / world_size
+    patches of each global batch, so N processes together see exactly the one-process batches.
     """
 
-    def __init__(self, shards: Shards, *, batch_size: int, crop_size: int, scale: int, seed: int) -> None:
+    def __init__(
+        self, shards: Shards, *, batch_size: int, crop_size: int, scale: int, seed: int, part: tuple[int, int] = (0, 1)
+    ) -> None:
         self.shards = shards
         self.batch_size = batch_size
+        rank, world_size = part
+        share = batch_size // world_size
+        self.slice = slice(rank * share, (rank + 1) * share)
         self.lr_crop = crop_size // scale
         self.scale = scale
         self.seed = seed
@@ -89,7 +94,7 @@ class RandomCrops(Dataset):
         corners = rng.integers(0, self.lr_side - self.lr_crop + 1, (self.batch_size, 2))
         transforms = rng.integers(0, 8, self.batch_size)
         lr_batch, hr_batch = [], []
-        for index, (y, x), t in zip(indices, corners, transforms):
+        for index, (y, x), t in zip(indices[self.slice], corners[self.slice], transforms[self.slice]):
             lr, hr = self.shards.pair(int(index))
             s, c = self.scale, self.lr_crop
             lr_crop = lr[y : y + c, x : x + c]

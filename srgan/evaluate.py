@@ -20,7 +20,7 @@ from srgan.atomic import write_json, write_text
 from srgan.checkpoint import load_generator
 from srgan.config import Params, flatten
 from srgan.errors import SrganError
-from srgan.imageio import read_image, write_png
+from srgan.imageio import list_images, read_image, write_png
 from srgan.imresize import bicubic_upscale, imresize_uint8, modcrop
 from srgan.metrics import Convention, Scores, average, convention, measure
 from srgan.runtime import Runtime, resolve_runtime
@@ -74,15 +74,11 @@ def generator_upscaler(gen: torch.nn.Module, rt: Runtime) -> Upscaler:
     return upscale
 
 
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
 def pairs_from_hr_folder(folder: Path, scale: int, max_pixels: int) -> list[Pair]:
     """Read every HR image of a folder and make its LR the way preprocess does (for `srgan eval`)."""
     if not folder.is_dir():
         raise SrganError(f"{folder}: not a folder of images")
-    files = list_images(folder)
+    files = [folder / name for name in list_images(folder)]
     if not files:
         raise SrganError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
     pairs = []
@@ -94,7 +90,7 @@ def pairs_from_hr_folder(folder: Path, scale: int, max_pixels: int) -> list[Pair
 
 def pairs_from_prepared(folder: Path, max_pixels: int) -> list[Pair]:
     """The eval pairs preprocess wrote: `<folder>/hr/<name>.png` and `<folder>/lr/<name>.png`."""
-    hr_files = list_images(folder / "hr")
+    hr_files = [folder / "hr" / name for name in list_images(folder / "hr")]
     if not hr_files:
         raise SrganError(f"{folder}/hr: no images; run the preprocess stage (dvc repro preprocess)")
     return [

@@ -20,6 +20,7 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from srgan import sources
 from srgan.atomic import atomic_path
 from srgan.errors import SrganError
 
@@ -146,3 +147,17 @@ def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
         raise ValueError(f"write_png expects uint8 (H, W) or (H, W, 3), got {image.dtype} {image.shape}")
     with atomic_path(path, suffix=".png") as tmp:
         Image.fromarray(image).save(tmp, format="PNG")
+
+
+def list_images(folder: Path) -> list[str]:
+    """Image files under `folder`, recursively, as sorted '/'-separated paths relative to it.
+
+    Only `sources.IMAGE_EXTENSIONS` count (any case), so download's `manifest.json` and other
+    side files are not inputs; a file with an image extension that is not an image is skipped
+    later, with a reason.
+    """
+    return sorted(
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if path.suffix.lower() in sources.IMAGE_EXTENSIONS and path.is_file()
+    )

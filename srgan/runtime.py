@@ -61,10 +61,6 @@ class Runtime:
     world_size: int = 1
     rank: int = 0
 
-    @property
-    def dtype(self) -> torch.dtype | None:
-        return torch.bfloat16 if self.precision == "bf16" else None
-
     def autocast(self) -> contextlib.AbstractContextManager[object]:
         """bf16 autocast on this device, or nothing for fp32."""
         if self.precision == "bf16":

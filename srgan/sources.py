@@ -47,7 +47,6 @@ class Archive:
 
     url: str
     md5: str
-    size: int | None
     members: str
 
 
@@ -64,7 +63,7 @@ _EDSR_BENCHMARK_MD5 = "4ace41d33c2384b97e6b320cd0afd6ba"
 
 def _benchmark(name: str, folder: str) -> Source:
     member = rf"benchmark/{folder}/HR/([^/]+)"
-    return Source(name, f"{folder} HR images from EDSR's benchmark.tar", (Archive(_EDSR_BENCHMARK, _EDSR_BENCHMARK_MD5, None, member),))
+    return Source(name, f"{folder} HR images from EDSR's benchmark.tar", (Archive(_EDSR_BENCHMARK, _EDSR_BENCHMARK_MD5, member),))
 
 
 REGISTRY: dict[str, Source] = {
@@ -76,7 +75,6 @@ REGISTRY: dict[str, Source] = {
             Archive(
                 "https://press.liacs.nl/mirflickr/mirflickr25k.v3b/mirflickr25k.zip",
                 "a23d0a8564ee84cda5622a6c2f947785",
-                3_069_184_257,
                 r"mirflickr/(im\d+\.jpg)",
             ),
         ),
@@ -88,13 +86,11 @@ REGISTRY: dict[str, Source] = {
             Archive(
                 "https://data.vision.ee.ethz.ch/cvl/DIV2K/DIV2K_train_HR.zip",
                 "bdc2d9338d4e574fe81bf7d158758658",
-                None,
                 r"DIV2K_train_HR/([^/]+\.png)",
             ),
             Archive(
                 "https://data.vision.ee.ethz.ch/cvl/DIV2K/DIV2K_valid_HR.zip",
                 "9fcdda83005c5e5997799b69f955ff88",
-                None,
                 r"DIV2K_valid_HR/([^/]+\.png)",
             ),
         ),
