@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from srgan import checkpoint
+from srgan import checkpoint, distributed
 from srgan.atomic import write_text
 from srgan.config import Params, flatten
 from srgan.data import RandomCrops, Shards, batch_loader, to_float
@@ -154,21 +154,25 @@ class Intervals:
 
 
 class _StopFlag:
-    """Turns Ctrl-C into a request honoured between steps, never inside an optimizer update."""
+    """Turns Ctrl-C (SIGINT), and the SIGTERM torchrun sends its workers on Ctrl-C, into a request
+    honoured at the next log step, never inside an optimizer update."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self._previous: dict[int, Any] = {}
 
     def __enter__(self) -> _StopFlag:
-        self._previous = signal.signal(signal.SIGINT, self._handle)
+        self._previous = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
         self.requested = True
 
     def __exit__(self, *exc: object) -> None:
-        signal.signal(signal.SIGINT, self._previous)
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def run_loop(
@@ -181,16 +185,19 @@ def run_loop(
     validate_fn: Callable[[int], float],
     save_fn: Callable[[LoopState], None],
     tracker: Tracker,
+    rt: Runtime,
 ) -> None:
     """Run steps `state.step` .. `steps`-1. Losses stay on the device between log steps (no
-    per-step host sync); at log steps they are averaged, checked for NaN/inf, logged, and added
-    to `state.curves`. A checkpoint is never written from non-finite weights."""
+    per-step host sync); at log steps they are averaged (over processes too), checked for
+    NaN/inf, logged, and added to `state.curves`, and a Ctrl-C is honoured (all processes stop
+    at the same step). A checkpoint is never written from non-finite weights."""
     if state.step == 0:
         state.val_psnr = validate_fn(0)
         tracker.log_metrics({"val_psnr": state.val_psnr}, step=0)
     sums: dict[str, torch.Tensor] = {}
     count = 0
-    bar = tqdm(total=steps, initial=state.step, desc=stage, unit="step", dynamic_ncols=True, file=sys.stderr)
+    bar = tqdm(total=steps, initial=state.step, desc=stage, unit="step", dynamic_ncols=True, file=sys.stderr,
+               disable=rt.rank != 0)
     with _StopFlag() as stop:
         for step in range(state.step, steps):
             scalars = step_fn(step)
@@ -200,8 +207,15 @@ def run_loop(
             done = step + 1
             state.step = done
             last = done == steps
-            if done % intervals.log == 0 or done % intervals.checkpoint == 0 or last or stop.requested:
-                means = {key: float(total) / count for key, total in sums.items()}
+            stopping = False
+            if done % intervals.log == 0 or done % intervals.checkpoint == 0 or last:
+                # One reduction carries the loss sums and every process's stop request.
+                keys = sorted(sums)
+                packed = torch.cat([torch.stack([sums[key].float() for key in keys]) / count,
+                                    torch.tensor([float(stop.requested)], device=rt.device)])
+                *values, stop_votes = distributed.mean_over_ranks(packed, rt).tolist()  # the one host sync
+                means = dict(zip(keys, values))
+                stopping = stop_votes > 0
                 bad = {k: v for k, v in means.items() if not math.isfinite(v)}
                 if bad:
                     raise SrganError(
@@ -216,26 +230,29 @@ def run_loop(
                 bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
                 sums, count = {}, 0
             bar.update(1)
-            if done % intervals.checkpoint == 0 or last or stop.requested:
+            if done % intervals.checkpoint == 0 or last or stopping:
                 save_fn(state)
-            if stop.requested and not last:
+            if stopping and not last:
                 bar.close()
-                print(
-                    f"{stage}: interrupted at step {done}/{steps}; checkpoint saved. "
-                    "Run `dvc repro` (or the same command) again to resume from it.",
-                    file=sys.stderr,
-                )
+                if rt.rank == 0:
+                    print(
+                        f"{stage}: interrupted at step {done}/{steps}; checkpoint saved. "
+                        "Run `dvc repro` (or the same command) again to resume from it.",
+                        file=sys.stderr,
+                    )
                 raise SystemExit(130)
     bar.close()
 
 
 # --- the two stages ------------------------------------------------------------------------
 
-def _checkpoint_path(stage: str, params: Params, sections: tuple[str, ...], inputs: list[Path]) -> Path:
-    """`.cache/<stage>/<hash>/last.pt`: outside DVC's outs, keyed by the stage's params and inputs,
-    so a run with the same params resumes and a changed one starts afresh."""
+def _checkpoint_path(stage: str, params: Params, rt: Runtime, sections: tuple[str, ...], inputs: list[Path]) -> Path:
+    """`.cache/<stage>/<hash>/last.pt`: outside DVC's outs, keyed by the stage's params, the
+    resolved device, precision and process count, and its inputs, so a run with the same settings
+    resumes and a changed one (an fp32 run after a bf16 one included) starts afresh."""
     flat = flatten(params)
     keys = {k: v for k, v in flat.items() if k.split(".")[0] in sections}
+    keys.update({"device": rt.device.type, "precision": rt.precision, "world_size": rt.world_size})
     digest = hashlib.sha256(json.dumps(keys, sort_keys=True).encode())
     for path in inputs:
         digest.update(path.read_bytes())
@@ -261,10 +278,9 @@ def _set_learning_rate(opt: torch.optim.Optimizer, value: float) -> None:
         group["lr"] = value
 
 
-def _adam(model: nn.Module, learning_rate: float, device: torch.device) -> torch.optim.Optimizer:
-    # The fused kernel where the device has one (CUDA), else the multi-tensor (foreach) path.
-    fused = device.type == "cuda"
-    return torch.optim.Adam(model.parameters(), lr=learning_rate, betas=(0.9, 0.999), fused=fused, foreach=not fused)
+def adam(model: nn.Module, learning_rate: float) -> torch.optim.Optimizer:
+    """The paper's Adam (β = 0.9, 0.999) with PyTorch's fused kernel, which CPU and CUDA both have."""
+    return torch.optim.Adam(model.parameters(), lr=learning_rate, betas=(0.9, 0.999), fused=True)
 
 
 def _generator(params: Params) -> tuple[Generator, dict[str, Any]]:
@@ -293,6 +309,8 @@ def _run_stage(
     """What both training stages share: resume from `ckpt_path`, track, loop, then `finish`.
 
     `make_step(start)` returns the step function for steps `start`.. (its batch loader starts there).
+    Under torchrun every process resumes from the same checkpoint and trains; only rank 0
+    validates, logs to MLflow, writes checkpoints and runs `finish` (the outs).
     """
     state = LoopState()
     if ckpt_path.exists():
@@ -303,26 +321,39 @@ def _run_stage(
             opt.load_state_dict(saved[name])
         state = LoopState(saved["step"], saved["curves"], saved["val_psnr"])
         print(f"{stage}: resuming from step {state.step} ({ckpt_path})", file=sys.stderr)
+    if not distributed.agree(state.step, rt):
+        raise SrganError(
+            f"{stage}: the processes found different checkpoints at {ckpt_path} (rank {rt.rank} starts at step "
+            f"{state.step}); across machines, put the project's .cache on a shared filesystem, or delete it to start afresh"
+        )
+
+    lead = rt.rank == 0
 
     def save(s: LoopState) -> None:
+        if not lead:
+            return
         payload: dict[str, Any] = {"format": checkpoint.TRAINING_FORMAT, "step": s.step, "curves": s.curves, "val_psnr": s.val_psnr}
         payload.update({name: checkpoint.cpu_state_dict(m) for name, m in modules.items()})
         payload.update({name: opt.state_dict() for name, opt in optimizers.items()})
         checkpoint.save(ckpt_path, payload)
 
-    with stage_run(stage, {**flatten(params), **rt.describe()}) as tracker:
+    with stage_run(stage, {**flatten(params), **rt.describe()}, enabled=lead) as tracker:
         def validate_fn(step: int) -> float:
+            if not lead:
+                return float("nan")
             psnr, grid = validate(gen, *val, params.scale, rt)
             tracker.log_image(grid, f"grids/step_{step:07d}.png")
             return psnr
 
         run_loop(stage=stage, state=state, steps=steps, step_fn=make_step(state.step), intervals=intervals,
-                 validate_fn=validate_fn, save_fn=save, tracker=tracker)
-        finish(tracker, state)
+                 validate_fn=validate_fn, save_fn=save, tracker=tracker, rt=rt)
+        if lead:
+            finish(tracker, state)
+    distributed.teardown()
 
 
-def _stage_setup(params: Params, data_dir: Path) -> tuple[Runtime, Shards, tuple[torch.Tensor, torch.Tensor]]:
-    rt = resolve_runtime(params.runtime)
+def _stage_setup(params: Params, data_dir: Path, batch_key: str, batch_size: int) -> tuple[Runtime, Shards, tuple[torch.Tensor, torch.Tensor]]:
+    rt = distributed.setup(resolve_runtime(params.runtime), {batch_key: batch_size})
     seed_everything(params.seed)
     shards = Shards(data_dir / "train")
     val = Shards(data_dir / "val").all_pairs()
@@ -330,17 +361,20 @@ def _stage_setup(params: Params, data_dir: Path) -> tuple[Runtime, Shards, tuple
 
 
 def _loader(batches: RandomCrops, start: int, stop: int, params: Params, rt: Runtime) -> Any:
+    # Each process reads only its share of every global batch.
     return iter(batch_loader(batches, start=start, stop=stop, workers=params.runtime.workers, pin_memory=rt.device.type == "cuda"))
 
 
 def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> None:
     """Train SRResNet on pixel MSE and write the generator to `out`."""
     p = params.pretrain
-    rt, shards, val = _stage_setup(params, data_dir)
+    rt, shards, val = _stage_setup(params, data_dir, "pretrain.batch_size", p.batch_size)
     gen, config = _generator(params)
     gen = gen.to(rt.device, memory_format=torch.channels_last).train()
-    opt = _adam(gen, p.learning_rate, rt.device)
-    batches = RandomCrops(shards, batch_size=p.batch_size, crop_size=p.crop_size, scale=params.scale, seed=params.seed)
+    trained_gen = distributed.wrap(gen, rt)
+    opt = adam(gen, p.learning_rate)
+    batches = RandomCrops(shards, batch_size=p.batch_size, crop_size=p.crop_size, scale=params.scale, seed=params.seed,
+                          part=(rt.rank, rt.world_size))
 
     def make_step(start: int) -> Callable[[int], Scalars]:
         loader = _loader(batches, start, p.steps, params, rt)
@@ -348,7 +382,7 @@ def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> No
         def step_fn(step: int) -> Scalars:
             lr_img, hr_img = next(loader)
             _set_learning_rate(opt, _learning_rate(p.learning_rate, p.decay_at, p.steps, step))
-            return mse_step(gen, opt, to_float(lr_img, rt.device), to_float(hr_img, rt.device), rt)
+            return mse_step(trained_gen, opt, to_float(lr_img, rt.device), to_float(hr_img, rt.device), rt)
 
         return step_fn
 
@@ -360,7 +394,7 @@ def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> No
     _run_stage(
         stage="pretrain", params=params, rt=rt, val=val, gen=gen,
         modules={"generator": gen}, optimizers={"opt_g": opt},
-        ckpt_path=_checkpoint_path("pretrain", params, ("seed", "scale", "model", "pretrain"), [data_dir / "manifest.json"]),
+        ckpt_path=_checkpoint_path("pretrain", params, rt, ("seed", "scale", "model", "pretrain"), [data_dir / "manifest.json"]),
         steps=p.steps, intervals=Intervals(p.val_every, p.checkpoint_every),
         make_step=make_step, finish=finish,
     )
@@ -369,16 +403,18 @@ def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> No
 def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: Path, curves_path: Path) -> None:
     """Train SRGAN from the SRResNet in `init`; write the generator and the discriminator."""
     p = params.train
-    rt, shards, val = _stage_setup(params, data_dir)
+    rt, shards, val = _stage_setup(params, data_dir, "train.batch_size", p.batch_size)
     content_loss = ContentLoss(p.content_loss, p.vgg_weights).to(rt.device)  # fails here, before training
     _, config = _generator(params)
     gen = checkpoint.load_generator(init, expect=config).to(rt.device, memory_format=torch.channels_last).train()
     disc = Discriminator(params.model.d_channels).to(rt.device, memory_format=torch.channels_last).train()
-    opt_g = _adam(gen, p.learning_rate, rt.device)
-    opt_d = _adam(disc, p.learning_rate, rt.device)
+    trained_gen, trained_disc = distributed.wrap(gen, rt), distributed.wrap(disc, rt)
+    opt_g = adam(gen, p.learning_rate)
+    opt_d = adam(disc, p.learning_rate)
     # Each iteration takes d_steps + 1 fresh batches: number (d_steps + 1)·step + k.
     per_step = p.d_steps + 1
-    batches = RandomCrops(shards, batch_size=p.batch_size, crop_size=p.crop_size, scale=params.scale, seed=params.seed + 1)
+    batches = RandomCrops(shards, batch_size=p.batch_size, crop_size=p.crop_size, scale=params.scale, seed=params.seed + 1,
+                          part=(rt.rank, rt.world_size))
 
     def make_step(start: int) -> Callable[[int], Scalars]:
         loader = _loader(batches, start * per_step, p.steps * per_step, params, rt)
@@ -391,8 +427,10 @@ def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: P
             rate = _learning_rate(p.learning_rate, p.decay_at, p.steps, step)
             _set_learning_rate(opt_g, rate)
             _set_learning_rate(opt_d, rate)
-            d_scalars = [discriminator_step(gen, disc, opt_d, *next_batch(), rt) for _ in range(p.d_steps)]
-            g_scalars = generator_step(gen, disc, opt_g, content_loss, p.adv_weight, *next_batch(), rt)
+            # The D step's fakes need no gradient and the G step's D is frozen: those passes use
+            # the plain modules, so DDP only averages the gradients that train.
+            d_scalars = [discriminator_step(gen, trained_disc, opt_d, *next_batch(), rt) for _ in range(p.d_steps)]
+            g_scalars = generator_step(trained_gen, disc, opt_g, content_loss, p.adv_weight, *next_batch(), rt)
             return {**g_scalars, **{k: torch.stack([s[k] for s in d_scalars]).mean() for k in d_scalars[0]}}
 
         return step_fn
@@ -406,7 +444,7 @@ def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: P
     _run_stage(
         stage="train", params=params, rt=rt, val=val, gen=gen,
         modules={"generator": gen, "discriminator": disc}, optimizers={"opt_g": opt_g, "opt_d": opt_d},
-        ckpt_path=_checkpoint_path("train", params, ("seed", "scale", "model", "train"), [data_dir / "manifest.json", init]),
+        ckpt_path=_checkpoint_path("train", params, rt, ("seed", "scale", "model", "train"), [data_dir / "manifest.json", init]),
         steps=p.steps, intervals=Intervals(p.val_every, p.checkpoint_every),
         make_step=make_step, finish=finish,
     )

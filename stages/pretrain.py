@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from srgan import distributed
 from srgan.config import load_params
 from srgan.errors import exit_on_error
 from srgan.training import pretrain
@@ -17,7 +18,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="generator file to write")
     parser.add_argument("--curves", type=Path, required=True, help="training curves CSV to write")
     args = parser.parse_args()
-    pretrain(load_params(), args.data, args.out, args.curves)
+    params = load_params()
+    distributed.relaunch(params.runtime.nproc, "stages.pretrain")
+    pretrain(params, args.data, args.out, args.curves)
 
 
 if __name__ == "__main__":

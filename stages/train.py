@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from srgan import distributed
 from srgan.config import load_params
 from srgan.errors import exit_on_error
 from srgan.training import train_gan
@@ -19,7 +20,9 @@ def main() -> None:
     parser.add_argument("--discriminator", type=Path, required=True, help="discriminator file to write")
     parser.add_argument("--curves", type=Path, required=True, help="training curves CSV to write")
     args = parser.parse_args()
-    train_gan(load_params(), args.data, args.init, args.out, args.discriminator, args.curves)
+    params = load_params()
+    distributed.relaunch(params.runtime.nproc, "stages.train")
+    train_gan(params, args.data, args.init, args.out, args.discriminator, args.curves)
 
 
 if __name__ == "__main__":

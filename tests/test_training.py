@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -17,49 +14,7 @@ from mlflow.tracking import MlflowClient
 from srgan.checkpoint import load_generator, save_generator, generator_config
 from srgan.errors import SrganError
 from srgan.models import Generator
-
-REPO = Path(__file__).resolve().parents[1]
-TINY_PARAMS = """
-preprocess: {hr_size: 32}
-model: {blocks: 1, channels: 8, d_channels: 4}
-runtime: {workers: 0, precision: fp32}
-pretrain: {steps: STEPS, batch_size: 2, crop_size: 16, val_every: 10, checkpoint_every: 5}
-train: {steps: 12, batch_size: 2, crop_size: 16, val_every: 6, checkpoint_every: 6}
-"""
-
-
-def write_tiny_project(root: Path, steps: int = 20) -> None:
-    """Random 32→8 px shards (train: 24 patches, val: 4) and a params.yaml of tiny models."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", 24), ("val", 4)):
-        folder = root / "data" / "prepared" / split
-        folder.mkdir(parents=True)
-        hr = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
-        np.save(folder / "hr_00000.npy", hr)
-        np.save(folder / "lr_00000.npy", np.ascontiguousarray(hr[:, ::4, ::4]))
-    (root / "data" / "prepared" / "manifest.json").write_text("{}")
-    (root / "params.yaml").write_text(TINY_PARAMS.replace("STEPS", str(steps)))
-
-
-def stage(root: Path, name: str, *args: str, **popen: object) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("DVC_ROOT", None)
-    return subprocess.Popen([sys.executable, "-m", f"stages.{name}", *args], cwd=root, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
-
-
-def wait_for_first_checkpoint(root: Path) -> Path:
-    """Poll until the running pretrain stage has written its first checkpoint; its folder."""
-    checkpoints = root / ".cache" / "pretrain"
-    deadline = time.time() + 120
-    while not list(checkpoints.glob("*/last.pt")) and time.time() < deadline:
-        time.sleep(0.05)
-    return checkpoints
-
-
-PRETRAIN = ("--data", "data/prepared", "--out", "models/srresnet.pt", "--curves", "reports/plots/pretrain.csv")
-
+from tiny_stage import PRETRAIN, stage, wait_for_first_checkpoint, write_tiny_project
 
 def test_pretrain_resumes_after_sigkill_and_ends_at_the_configured_step(tmp_path: Path) -> None:
     write_tiny_project(tmp_path, steps=400)
@@ -82,6 +37,22 @@ def test_pretrain_resumes_after_sigkill_and_ends_at_the_configured_step(tmp_path
     steps = [int(r.split(",")[0]) for r in rows[1:]]
     assert steps == list(range(5, 401, 5))  # no step lost or repeated across the kill
     assert load_generator(tmp_path / "models" / "srresnet.pt").scale == 4
+
+
+def test_a_finished_run_in_one_precision_is_not_resumed_by_another(tmp_path: Path) -> None:
+    write_tiny_project(tmp_path, steps=10)
+    first = stage(tmp_path, "pretrain", *PRETRAIN)
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err
+    fp32_model = (tmp_path / "models" / "srresnet.pt").read_bytes()
+    params = tmp_path / "params.yaml"
+    params.write_text(params.read_text().replace("precision: fp32", "precision: bf16"))
+    second = stage(tmp_path, "pretrain", *PRETRAIN)
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    assert "resuming" not in err
+    assert len(list((tmp_path / ".cache" / "pretrain").glob("*/last.pt"))) == 2
+    assert (tmp_path / "models" / "srresnet.pt").read_bytes() != fp32_model
 
 
 def test_tiny_pretrain_and_train_are_recorded_in_mlflow(tmp_path: Path) -> None:

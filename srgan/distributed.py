@@ -1,0 +1,115 @@
+"""Data-parallel training with PyTorch's own engines: torchrun launches, DDP averages gradients.
+
+A training stage with `runtime.nproc` > 1 re-executes itself under `torchrun --standalone` with
+that many processes (one machine). Several machines run `torchrun` themselves with rendezvous
+flags (README, "Scaling out"); the stage then finds `WORLD_SIZE` set and does not relaunch.
+Backends: nccl on CUDA (one GPU per process, `LOCAL_RANK`), gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import threading
+import time
+
+import torch
+import torch.distributed as dist
+
+from srgan.errors import SrganError
+from srgan.runtime import Runtime
+
+
+def under_torchrun() -> bool:
+    return "WORLD_SIZE" in os.environ and "RANK" in os.environ
+
+
+def relaunch(nproc: int, module: str) -> None:
+    """Replace this process with `torchrun --standalone --nproc-per-node=nproc -m module argv…`
+    when `nproc` > 1 and torchrun has not launched it already; otherwise return."""
+    if nproc == 1 or under_torchrun():
+        return
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", module, *sys.argv[1:]]
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
+
+
+def setup(rt: Runtime, batch_sizes: dict[str, int]) -> Runtime:
+    """Join the process group when launched by torchrun; returns `rt` with rank and world size
+    (and, on CUDA, this process's GPU). `batch_sizes` (param key → global batch) must split
+    evenly across the processes."""
+    if not under_torchrun():
+        return rt
+    world_size = int(os.environ["WORLD_SIZE"])
+    for key, size in batch_sizes.items():
+        if size % world_size:
+            raise SrganError(f"{key}={size} does not split over {world_size} processes; use a multiple of {world_size}")
+    device = rt.device
+    if device.type == "cuda":
+        local_rank = int(os.environ["LOCAL_RANK"])
+        if local_rank >= torch.cuda.device_count():
+            raise SrganError(f"{os.environ.get('LOCAL_WORLD_SIZE', world_size)} processes on this machine but only "
+                             f"{torch.cuda.device_count()} GPU(s); lower runtime.nproc (or --nproc-per-node)")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        _exit_with_launcher()
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return dataclasses.replace(rt, device=device, world_size=world_size, rank=dist.get_rank())
+
+
+def _exit_with_launcher() -> None:
+    """End this process when the torchrun that launched it dies.
+
+    torchrun starts each worker in a session of its own, so when torchrun itself is SIGKILLed (a
+    crash, an OOM kill, a killed `dvc repro`) nothing stops the workers: they would train on and
+    write outs behind the back of the next run. Killed this way, a worker loses at most the steps
+    since its last checkpoint, like a single process.
+    """
+    launcher = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(0.5)
+        os._exit(137)  # as if SIGKILLed with its launcher
+
+    threading.Thread(target=watch, name="exit-with-torchrun", daemon=True).start()
+
+
+def teardown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def mean_over_ranks(values: torch.Tensor, rt: Runtime) -> torch.Tensor:
+    """Element-wise mean of `values` over all processes (itself in a single process)."""
+    if rt.world_size == 1:
+        return values
+    values = values.clone()
+    dist.all_reduce(values)
+    return values / rt.world_size
+
+
+def agree(value: int, rt: Runtime) -> bool:
+    """Whether every process holds the same `value` (True in a single process)."""
+    if rt.world_size == 1:
+        return True
+    low, high = torch.tensor([value], device=rt.device), torch.tensor([-value], device=rt.device)
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MIN)
+    return low.item() == -high.item()
+
+
+def wrap(module: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
+    """DistributedDataParallel around `module` in a process group, else `module` itself.
+
+    Call the wrapper for forward passes whose gradients train `module`; use `module` for
+    anything else (no-grad passes, a frozen discriminator, validation, checkpoints).
+    """
+    if rt.world_size == 1:
+        return module
+    device_ids = [rt.device.index] if rt.device.type == "cuda" else None
+    return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids)

@@ -1,0 +1,53 @@
+"""A tiny training project (random shards, tiny models) and a way to run its stage scripts."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_PARAMS = """
+preprocess: {hr_size: 32}
+model: {blocks: 1, channels: 8, d_channels: 4}
+runtime: {workers: 0, precision: fp32}
+pretrain: {steps: STEPS, batch_size: 2, crop_size: 16, val_every: 10, checkpoint_every: 5}
+train: {steps: 12, batch_size: 2, crop_size: 16, val_every: 6, checkpoint_every: 6}
+"""
+
+
+def write_tiny_project(root: Path, steps: int = 20) -> None:
+    """Random 32→8 px shards (train: 24 patches, val: 4) and a params.yaml of tiny models."""
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 24), ("val", 4)):
+        folder = root / "data" / "prepared" / split
+        folder.mkdir(parents=True)
+        hr = rng.integers(0, 256, (count, 32, 32, 3), dtype=np.uint8)
+        np.save(folder / "hr_00000.npy", hr)
+        np.save(folder / "lr_00000.npy", np.ascontiguousarray(hr[:, ::4, ::4]))
+    (root / "data" / "prepared" / "manifest.json").write_text("{}")
+    (root / "params.yaml").write_text(TINY_PARAMS.replace("STEPS", str(steps)))
+
+
+def stage(root: Path, name: str, *args: str, **popen: object) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("DVC_ROOT", None)
+    return subprocess.Popen([sys.executable, "-m", f"stages.{name}", *args], cwd=root, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+
+
+def wait_for_first_checkpoint(root: Path) -> Path:
+    """Poll until the running pretrain stage has written its first checkpoint; its folder."""
+    checkpoints = root / ".cache" / "pretrain"
+    deadline = time.time() + 120
+    while not list(checkpoints.glob("*/last.pt")) and time.time() < deadline:
+        time.sleep(0.05)
+    return checkpoints
+
+
+PRETRAIN = ("--data", "data/prepared", "--out", "models/srresnet.pt", "--curves", "reports/plots/pretrain.csv")
