@@ -8,12 +8,14 @@ artifacts under `<project root>/mlruns` (DESIGN §6). The project root comes fro
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlparse
 
 import mlflow
 import srgan
@@ -67,7 +69,10 @@ def _experiment_id() -> str:
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is not None:
         return experiment.experiment_id
-    location = (project_root() / "mlruns").as_uri()
+    # A local store keeps the artifacts beside it (<root>/mlruns); a tracking server chooses their
+    # place itself (mlflow-artifacts:/, proxied, when it serves them), readable from every machine.
+    remote = urlparse(tracking_uri()).scheme in ("http", "https")
+    location = None if remote else (project_root() / "mlruns").as_uri()
     try:
         return client.create_experiment(EXPERIMENT, artifact_location=location)
     except Exception:  # noqa: BLE001 - another process created it first
@@ -125,6 +130,30 @@ class _Disabled(Tracker):
         return ""
 
 
+def _end_runs_of_dead_processes(experiment_id: str) -> None:
+    """Mark KILLED the RUNNING runs that a process on this host started and that died without
+    ending them (SIGKILL, OOM, power loss), so `mlflow ui` does not show them running forever."""
+    client = MlflowClient()
+    host = socket.gethostname()
+    running = _retry(lambda: client.search_runs(
+        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.host = '{host}'", max_results=1000
+    ))
+    for run in running:
+        pid = int(run.data.tags.get("pid", "0"))
+        if pid and not _alive(pid):
+            _retry(lambda: client.set_terminated(run.info.run_id, status="KILLED"))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 @contextmanager
 def stage_run(stage: str, params: dict[str, Any], enabled: bool = True) -> Iterator[Tracker]:
     """One MLflow run for one stage execution, tagged `stage`, `git_commit` and `dvc_exp`.
@@ -137,7 +166,9 @@ def stage_run(stage: str, params: dict[str, Any], enabled: bool = True) -> Itera
     mlflow.set_tracking_uri(tracking_uri())
     experiment_id = _retry(_experiment_id)
     root = project_root()
-    tags = {"stage": stage, "git_commit": _git_commit(root), "dvc_exp": os.environ.get("DVC_EXP_NAME", "")}
+    _end_runs_of_dead_processes(experiment_id)
+    tags = {"stage": stage, "git_commit": _git_commit(root), "dvc_exp": os.environ.get("DVC_EXP_NAME", ""),
+            "host": socket.gethostname(), "pid": str(os.getpid())}
     run = _retry(lambda: mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags))
     status = "FAILED"
     try:
