@@ -7,16 +7,11 @@ answered by `{"predictions": [...]}`, float32 (1, 3, h·s, w·s), unclamped (cla
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -27,6 +22,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from project import free_port, stop_process_group, wait_for_url
 from srgan.checkpoint import generator_config, save_generator
 from srgan.cli import main
 from srgan.export import ONNX_OPSET
@@ -74,38 +70,6 @@ def test_onnx_opset_is_the_documented_one(tmp_path: Path) -> None:
     assert opsets[""] == ONNX_OPSET == 17
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_for_ping(url: str, server: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            pytest.fail(f"mlflow models serve exited with {server.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{url}/ping", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"mlflow models serve did not answer /ping in {timeout} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(server: subprocess.Popen[bytes]) -> None:
-    """End the server and the uvicorn worker it started: its own process group."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
-    server.wait()
-
-
 @pytest.mark.e2e
 def test_mlflow_serves_the_logged_generator_like_srgan_upscale(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # the project root: mlruns/ goes here
@@ -121,7 +85,7 @@ def test_mlflow_serves_the_logged_generator_like_srgan_upscale(tmp_path: Path, m
     with Image.open(tmp_path / "out.png") as out:
         upscaled = np.asarray(out)  # (48, 64, 3)
 
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "serve.log"
     # The server execs `uvicorn` from PATH: the one installed beside this Python.
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
@@ -133,7 +97,7 @@ def test_mlflow_serves_the_logged_generator_like_srgan_upscale(tmp_path: Path, m
         )
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_for_ping(url, server, log)
+        wait_for_url(f"{url}/ping", server, log, timeout=120)
         lr_img = rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255  # (1, 3, 12, 16) in [0, 1]
         request = urllib.request.Request(
             f"{url}/invocations", data=json.dumps({"inputs": lr_img.tolist()}).encode(),
@@ -142,7 +106,7 @@ def test_mlflow_serves_the_logged_generator_like_srgan_upscale(tmp_path: Path, m
         with urllib.request.urlopen(request, timeout=60) as answer:
             predictions = np.asarray(json.load(answer)["predictions"], dtype=np.float32)
     finally:
-        _stop(server)
+        stop_process_group(server)
 
     assert predictions.shape == (1, 3, 48, 64)
     served = np.round(np.clip(predictions[0], 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)  # (48, 64, 3)

@@ -10,10 +10,6 @@ import functools
 import http.server
 import io
 import json
-import os
-import shutil
-import subprocess
-import sys
 import tarfile
 import threading
 import zipfile
@@ -23,76 +19,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from mlflow.tracking import MlflowClient
-from PIL import Image
 from torchvision.models import vgg19
 
+from project import BIN, TINY, make_project, mlflow_runs, out_hashes, photo, run, tiny_images
+
 pytestmark = pytest.mark.e2e
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-TINY = {
-    "preprocess": {"hr_size": 32, "stride": 16, "max_val_patches": 4, "workers": 2},
-    "model": {"blocks": 1, "channels": 8, "d_channels": 4},
-    "runtime": {"workers": 0},
-    "pretrain": {"steps": 20, "batch_size": 4, "crop_size": 16, "val_every": 10, "checkpoint_every": 10},
-    "train": {"steps": 10, "batch_size": 4, "crop_size": 16, "val_every": 5, "checkpoint_every": 5},
-    "evaluate": {"figures": 1, "figure_crop": 32},
-}
-
-
-def photo(rng: np.random.Generator, height: int, width: int) -> Image.Image:
-    """A smooth random RGB image (gradients plus blobs), so SR has structure to learn."""
-    y, x = np.mgrid[0:height, 0:width] / max(height, width)
-    channels = [np.sin(rng.uniform(2, 9) * x + rng.uniform(0, 6)) * np.cos(rng.uniform(2, 9) * y) for _ in range(3)]
-    img = (np.stack(channels, axis=2) * 0.5 + 0.5) * 255
-    return Image.fromarray(np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8))
-
-
-def run(cmd: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME"):
-        env.pop(key, None)
-    result = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
-
-
-def make_project(root: Path, params: dict) -> Path:
-    """The project's committed and new files (not ignored ones) in a fresh git repository."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True)
-    project = root / "project"
-    for name in listed.stdout.splitlines():
-        source = REPO / name
-        if source.is_file() and not name.startswith(("reports/", "dvc.lock")):
-            (project / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, project / name)
-    import yaml
-
-    base = yaml.safe_load((REPO / "params.yaml").read_text())
-    for section, values in params.items():
-        base[section] = {**base.get(section, {}), **values} if isinstance(values, dict) else values
-    (project / "params.yaml").write_text(yaml.safe_dump(base))
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
-        run(cmd, project)
-    return project
-
-
-def mlflow_runs(project: Path) -> list:
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("srgan")
-    return client.search_runs([experiment.experiment_id], max_results=1000)
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("e2e")
-    rng = np.random.default_rng(0)
-    for folder, count, size in (("train_images", 5, (72, 64)), ("eval_images", 2, (48, 40))):
-        (root / folder).mkdir()
-        for i in range(count):
-            photo(rng, *size).save(root / folder / f"img{i}.png")
-    project = make_project(root, {**TINY, "data": {"train": str(root / "train_images"), "eval": [str(root / "eval_images")]}})
+    project = make_project(root, {**TINY, "data": tiny_images(root)})
     run(["dvc", "repro"], project)
     return project
 
@@ -115,14 +52,6 @@ def test_dvc_repro_builds_every_stage_and_reports(pipeline: Path) -> None:
     assert all(f"  {stage}:" in lock for stage in ("download", "preprocess", "pretrain", "train", "evaluate"))
     stages = {run_.data.tags["stage"] for run_ in mlflow_runs(pipeline)}
     assert stages == {"download", "preprocess", "pretrain", "train", "evaluate"}
-
-
-def out_hashes(project: Path) -> dict[str, str]:
-    """The md5 DVC recorded for every stage out, from dvc.lock."""
-    import yaml
-
-    lock = yaml.safe_load((project / "dvc.lock").read_text())
-    return {out["path"]: out["md5"] for stage in lock["stages"].values() for out in stage.get("outs", [])}
 
 
 def test_same_params_and_seed_give_identical_numbers_and_models(pipeline: Path, tmp_path: Path) -> None:
