@@ -10,7 +10,8 @@ for a quick look, which says little about parity at the end of the real schedule
 
 Every run gets its own temporary project root (`DVC_ROOT`, where the resumable checkpoint cache
 lives) and MLflow store, so nothing lands in the repository and no run resumes from another's
-checkpoint: the cache key holds the pretrain params but not the precision.
+checkpoint (the cache key holds the seed and the precision, but a fresh root also keeps the
+repository's own `.cache` out of it).
 """
 
 from __future__ import annotations
