@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -17,7 +19,8 @@ from srgan.data import RandomCrops, Shards, to_float
 from srgan.models import Generator
 from srgan.runtime import seed_everything
 from srgan.training import adam
-from tiny_stage import PRETRAIN, stage, wait_for_first_checkpoint, write_tiny_project
+from project import free_port
+from tiny_stage import PRETRAIN, REPO, stage, wait_for_first_checkpoint, write_tiny_project
 
 STEPS = 60
 # fp32 all-reduce averaging and one-process accumulation add the same numbers in another order;
@@ -103,3 +106,21 @@ def test_two_process_pretrain_resumes_and_matches_one_process_gradient_accumulat
     finished = [r for r in runs if r.info.status == "FINISHED"]
     assert finished[0].data.params["runtime.world_size"] == "2"
     assert client.get_metric_history(finished[0].info.run_id, "loss")[-1].step == STEPS
+
+
+def test_the_readmes_rendezvous_command_trains_with_torchruns_world(tmp_path: Path) -> None:
+    """README "Scaling out": torchrun with rendezvous flags (here one node on 127.0.0.1) runs the
+    stage directly; it sees torchrun's environment, does not re-launch, and trains with 2 ranks."""
+    write_tiny_project(tmp_path, steps=10)  # runtime.nproc stays 1: torchrun sets the world
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2", "--rdzv-id=srgan1",
+        "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}", "-m", "stages.pretrain", *PRETRAIN,
+    ]
+    env = {key: value for key, value in os.environ.items() if key not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    result = subprocess.run(command, cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert load_generator(tmp_path / "models" / "srresnet.pt").scale == 4
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("srgan").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["runtime.world_size"] == "2"
