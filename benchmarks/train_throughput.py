@@ -1,4 +1,4 @@
-"""Training throughput of the pipeline's step functions against a plain fp32 loop (DESIGN §7).
+"""Training throughput of the pipeline's step functions against a plain fp32 loop.
 
     python benchmarks/train_throughput.py [--reps 5] [--compile-modes default,max-autotune-no-cudagraphs] [--json]
 
@@ -26,10 +26,8 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,7 +35,6 @@ import torch
 from torch import nn
 from torch._inductor.utils import fresh_cache
 from torch.utils.flop_counter import FlopCounterMode
-from torchvision.models import vgg19
 
 from srgan.data import to_float
 from srgan.losses import ContentLoss, adversarial_loss, discriminator_loss
@@ -271,19 +268,11 @@ def _compile_name(mode: str) -> str:
     return f"{CANDIDATE}+compile" if mode == "default" else f"{CANDIDATE}+compile({mode})"
 
 
-@contextmanager
-def content_losses(workloads: Sequence[Workload]) -> Iterator[dict[str, ContentLoss]]:
-    """One ContentLoss per content kind, built the way train_gan builds it (from a weights file).
-
-    Random VGG19 weights time the same as ImageNet ones and need no download; they are written
-    to a temporary file because that file is what `ContentLoss(kind, vgg_weights)` reads.
-    """
+def content_losses(workloads: Sequence[Workload]) -> dict[str, ContentLoss]:
+    """One ContentLoss per content kind, built the way train_gan builds it by default (VGG kinds on
+    the packaged Oxford weights)."""
     kinds = {work.content for work in workloads if work.content is not None}
-    with tempfile.TemporaryDirectory(prefix="srgan-bench-") as folder:
-        weights = Path(folder) / "vgg19_random.pth"
-        if kinds - {"mse"}:
-            torch.save(vgg19().state_dict(), weights)
-        yield {kind: ContentLoss(kind, str(weights) if kind != "mse" else None).to(CPU) for kind in kinds}
+    return {kind: ContentLoss(kind).to(CPU) for kind in kinds}
 
 
 def _load_average() -> list[float]:
@@ -326,10 +315,10 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     load_start = _load_average()
     results: list[Result] = []
-    with content_losses(WORKLOADS) as losses:
-        for work in WORKLOADS:
-            print(f"measuring {work.label} ...", file=sys.stderr, flush=True)
-            results += measure(work, losses[work.content] if work.content else None, args.reps, modes if work.patch == "default" else ())
+    losses = content_losses(WORKLOADS)
+    for work in WORKLOADS:
+        print(f"measuring {work.label} ...", file=sys.stderr, flush=True)
+        results += measure(work, losses[work.content] if work.content else None, args.reps, modes if work.patch == "default" else ())
     meta = {
         "cpu": cpu_name(),
         "threads": torch.get_num_threads(),

