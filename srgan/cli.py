@@ -1,6 +1,6 @@
 """The `srgan` command: use a trained model outside the pipeline.
 
-    srgan eval --model {bicubic,PATH} --data DIR [--scale 4] [--json]
+    srgan eval --model {bicubic,PATH} --data DIR [--no-reference] [--scale 4] [--json]
     srgan upscale INPUT... -o OUT [--model PATH|URI] [--tile N] [--format png|jpg|webp]
                   [--max-output-pixels N] [--device ...] [--precision ...]
     srgan export [--model PATH|URI] [--format onnx] -o gen.onnx
@@ -9,13 +9,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from srgan.checkpoint import load_generator
 from srgan.config import PreprocessParams, RuntimeParams
 from srgan.errors import SrganError, exit_on_error
-from srgan.evaluate import bicubic, evaluate, generator_upscaler, pairs_from_hr_folder, to_json_line
+from srgan.evaluate import bicubic, evaluate, generator_upscaler, mean_niqe, pairs_from_hr_folder, read_folder, to_json_line
 from srgan.export import export_onnx
 from srgan.metrics import CONVENTIONS, DEFAULT_CONVENTION, convention
 from srgan.runtime import resolve_runtime
@@ -30,7 +31,8 @@ def _runtime_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    """PSNR/SSIM/MSE of bicubic or a generator file on a folder of HR images."""
+    """PSNR/SSIM/MSE/NIQE of bicubic or a generator file on a folder of HR images; with
+    `--no-reference`, the NIQE of its upscaled outputs of a folder of LR photos."""
     rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision))
     if args.model == "bicubic":
         scale = args.scale or 4
@@ -41,14 +43,24 @@ def cmd_eval(args: argparse.Namespace) -> None:
         if args.scale and args.scale != scale:
             raise SrganError(f"{args.model}: a ×{scale} model, but --scale {args.scale} was asked for")
         upscaler = generator_upscaler(gen, rt)
-    pairs = pairs_from_hr_folder(args.data, scale, PreprocessParams().max_pixels)
+    max_pixels = PreprocessParams().max_pixels
+    if args.no_reference:
+        images = read_folder(args.data, max_pixels)
+        value = mean_niqe([(name, upscaler(lr_img)) for name, lr_img in images], crop_border=scale)
+        if args.json:
+            print(json.dumps({"model": args.model, "niqe": value, "images": len(images), "crop_border": scale}))
+        else:
+            print(f"{args.model} on {args.data} ({len(images)} images upscaled ×{scale}, no reference): "
+                  f"NIQE {value:.3f} (lower is better)")
+        return
+    pairs = pairs_from_hr_folder(args.data, scale, max_pixels)
     scores, _ = evaluate(upscaler, pairs, convention(scale, args.convention))
     if args.json:
         print(to_json_line(args.model, scores))
     else:
         print(
             f"{args.model} on {args.data} ({scores.images} images, ×{scale}, {scores.convention} convention): "
-            f"PSNR {scores.psnr:.2f} dB  SSIM {scores.ssim:.4f}  MSE {scores.mse:.2f}"
+            f"PSNR {scores.psnr:.2f} dB  SSIM {scores.ssim:.4f}  MSE {scores.mse:.2f}  NIQE {scores.niqe:.3f} (lower is better)"
         )
 
 
@@ -79,9 +91,11 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srgan", description="SRGAN super-resolution: evaluate and upscale.")
     commands = parser.add_subparsers(dest="command", required=True)
-    ev = commands.add_parser("eval", help="measure a model on a folder of HR images")
+    ev = commands.add_parser("eval", help="measure a model on a folder of HR images (or of LR photos: --no-reference)")
     ev.add_argument("--model", required=True, help="'bicubic' or a generator file (models/srgan.pt)")
-    ev.add_argument("--data", type=Path, required=True, help="folder of HR images")
+    ev.add_argument("--data", type=Path, required=True, help="folder of HR images (LR photos with --no-reference)")
+    ev.add_argument("--no-reference", action="store_true",
+                    help="the folder holds low-resolution photos without HR: upscale them and report NIQE only")
     ev.add_argument("--scale", type=int, choices=[2, 4, 8], default=None, help="upscaling factor (default: the model's, 4 for bicubic)")
     ev.add_argument("--convention", choices=CONVENTIONS, default=DEFAULT_CONVENTION, help=f"metric convention (default: {DEFAULT_CONVENTION})")
     ev.add_argument("--json", action="store_true", help="print one flat JSON object")

@@ -2,15 +2,20 @@
 
 An *upscaler* is any function uint8 LR (h, w[, 3]) → uint8 SR (h·s, w·s[, 3]); bicubic and a
 generator are both upscalers, so `srgan eval` and the evaluate stage share one measuring path.
+A generator runs through `srgan.upscale.upscale_image`, the path `srgan upscale` uses.
+
+Both sides of SRGAN's trade-off are reported: distortion against HR (MSE, PSNR, SSIM) and the
+no-reference NIQE (lower is better), with HR's own NIQE as the value a perfect result would have.
 """
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -22,12 +27,16 @@ from srgan.config import Params, flatten
 from srgan.errors import SrganError
 from srgan.imageio import list_images, read_image, write_png
 from srgan.imresize import bicubic_upscale, imresize_uint8, modcrop
-from srgan.metrics import Convention, Scores, average, convention, measure
+from srgan.losses import vgg_weights_origin
+from srgan.metrics import Convention, Scores, average, convention, measure, niqe
+from srgan.models import Generator
 from srgan.runtime import Runtime, resolve_runtime
 from srgan.sources import IMAGE_EXTENSIONS, slug
 from srgan.tracking import stage_run
+from srgan.upscale import upscale_image
 
 Upscaler = Callable[[np.ndarray], np.ndarray]
+T = TypeVar("T")
 MODELS = ("bicubic", "srresnet", "srgan")
 # Table 2 of Ledig et al. 2017 (×4, PSNR/SSIM), and the MATLAB bicubic baseline of EDSR/RCAN.
 PAPER = {
@@ -35,8 +44,7 @@ PAPER = {
     "set14": {"bicubic": (26.00, 0.7027), "srresnet": (28.49, 0.8184), "srgan": (26.02, 0.7397)},
     "bsd100": {"bicubic": (25.96, 0.6675), "srresnet": (27.58, 0.7620), "srgan": (25.16, 0.6688)},
 }
-# ITU-R BT.601 luma weights: how a colour SR output of a grayscale input is turned back to gray.
-_LUMA = np.array([0.299, 0.587, 0.114])
+MODEL_LABELS = {"bicubic": "bicubic", "srresnet": "SRResNet", "srgan": "SRGAN"}
 
 
 @dataclass(frozen=True)
@@ -55,23 +63,9 @@ def bicubic(scale: int) -> Upscaler:
     return lambda lr_img: bicubic_upscale(lr_img, scale)
 
 
-def generator_upscaler(gen: torch.nn.Module, rt: Runtime) -> Upscaler:
-    """Whole-image inference with `gen` on `rt`; grayscale in gives grayscale out."""
-    gen = gen.to(rt.device).eval()
-
-    @torch.no_grad()
-    def upscale(lr_img: np.ndarray) -> np.ndarray:
-        gray = lr_img.ndim == 2
-        rgb = np.repeat(lr_img[:, :, None], 3, axis=2) if gray else lr_img
-        x = torch.from_numpy(rgb).permute(2, 0, 1)[None].to(rt.device).float().div(255)  # (1, 3, h, w) in [0, 1]
-        with rt.autocast():
-            sr_img = gen(x)
-        sr = sr_img.float().clamp(0, 1).mul(255).round()[0].permute(1, 2, 0).cpu().numpy()  # (H, W, 3) 0..255
-        if gray:
-            return np.clip(np.round(sr @ _LUMA), 0, 255).astype(np.uint8)
-        return sr.astype(np.uint8)
-
-    return upscale
+def generator_upscaler(gen: Generator, rt: Runtime) -> Upscaler:
+    """`gen` on `rt`, through `srgan upscale`'s tiled inference; grayscale in gives grayscale out."""
+    return lambda lr_img: upscale_image(gen, lr_img, rt)
 
 
 def pairs_from_hr_folder(folder: Path, scale: int, max_pixels: int) -> list[Pair]:
@@ -86,6 +80,16 @@ def pairs_from_hr_folder(folder: Path, scale: int, max_pixels: int) -> list[Pair
         hr_img = modcrop(read_image(path, max_pixels=max_pixels, keep_gray=True), scale)
         pairs.append(Pair(path.stem, imresize_uint8(hr_img, 1 / scale), hr_img))
     return pairs
+
+
+def read_folder(folder: Path, max_pixels: int) -> list[tuple[str, np.ndarray]]:
+    """Every image of a folder as (name, uint8 (H, W, 3) RGB or (H, W) gray), for `--no-reference`."""
+    if not folder.is_dir():
+        raise SrganError(f"{folder}: not a folder of images")
+    names = list_images(folder)
+    if not names:
+        raise SrganError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return [(name, read_image(folder / name, max_pixels=max_pixels, keep_gray=True)) for name in names]
 
 
 def pairs_from_prepared(folder: Path, max_pixels: int) -> list[Pair]:
@@ -103,38 +107,117 @@ def pairs_from_prepared(folder: Path, max_pixels: int) -> list[Pair]:
     ]
 
 
+def _named(name: str, compute: Callable[[], T]) -> T:
+    """`compute()`, with an image's name put in front of a measuring error (too small, …)."""
+    try:
+        return compute()
+    except SrganError as err:
+        raise SrganError(f"{name}: {err}") from None
+
+
 def evaluate(upscaler: Upscaler, pairs: Sequence[Pair], conv: Convention) -> tuple[Scores, list[np.ndarray]]:
     """Mean scores over `pairs`, and the SR images (kept for figures)."""
     outputs = [upscaler(pair.lr_img) for pair in pairs]
-    return average([measure(sr, pair.hr_img, conv) for sr, pair in zip(outputs, pairs)]), outputs
+    return average([_named(pair.name, lambda: measure(sr, pair.hr_img, conv)) for sr, pair in zip(outputs, pairs)]), outputs
 
 
-def metrics_json(results: dict[str, dict[str, Scores]]) -> dict[str, dict[str, dict[str, float]]]:
-    """`{set: {model: {psnr, ssim, mse}}}`, rounded so equal runs give equal bytes."""
+def mean_niqe(images: Sequence[tuple[str, np.ndarray]], crop_border: int) -> float:
+    """Mean NIQE of named uint8 images ((H, W, 3) RGB or (H, W) gray), `crop_border` px cropped."""
+    return float(np.mean([_named(name, lambda: niqe(image, crop_border=crop_border)) for name, image in images]))
+
+
+@dataclass(frozen=True)
+class SetResults:
+    """One eval set: each model's mean scores, and the mean NIQE of the HR images themselves."""
+
+    models: dict[str, Scores]
+    hr_niqe: float
+
+    @property
+    def images(self) -> int:
+        return next(iter(self.models.values())).images
+
+
+def metrics_json(results: dict[str, SetResults]) -> dict[str, dict[str, dict[str, float]]]:
+    """`{set: {model: {psnr, ssim, mse, niqe}, hr: {niqe}}}`, rounded so equal runs give equal bytes."""
     return {
-        name: {model: {"psnr": round(s.psnr, 4), "ssim": round(s.ssim, 4), "mse": round(s.mse, 4)} for model, s in scores.items()}
-        for name, scores in results.items()
+        name: {
+            **{model: {"psnr": round(s.psnr, 4), "ssim": round(s.ssim, 4), "mse": round(s.mse, 4), "niqe": round(s.niqe, 4)}
+               for model, s in result.models.items()},
+            "hr": {"niqe": round(result.hr_niqe, 4)},
+        }
+        for name, result in results.items()
     }
 
 
-def results_markdown(results: dict[str, dict[str, Scores]], conv: Convention, notes: Sequence[str]) -> str:
-    """The seed's table per set (rows MSE, PSNR, SSIM; one column per model), plus the paper's."""
-    lines = ["# Results", "", f"Metric convention: {conv.describe()}; images in 0–255.", ""]
+def trade_off(result: SetResults) -> str:
+    """One sentence on where SRGAN falls against SRResNet: the paper's claim is lower PSNR, better perception."""
+    gan, mse_model = result.models["srgan"], result.models["srresnet"]
+    d_psnr, d_niqe = gan.psnr - mse_model.psnr, gan.niqe - mse_model.niqe
+    shown = d_psnr < 0 and d_niqe < 0
+    verdict = ("the paper's trade-off: less fidelity, more natural statistics" if shown
+               else "not the paper's trade-off (it trades PSNR for lower NIQE)")
+    return (f"SRGAN vs SRResNet: PSNR {d_psnr:+.2f} dB, NIQE {d_niqe:+.2f} (HR: {result.hr_niqe:.2f}); {verdict}.")
+
+
+def results_markdown(results: dict[str, SetResults], conv: Convention, notes: Sequence[str]) -> str:
+    """The seed's table per set (rows MSE, PSNR, SSIM, NIQE; one column per model, and HR's NIQE),
+    the paper's rows where it has the set, the trade-off in one sentence, and the plot."""
+    columns = [*MODELS, "hr"]
+    lines = ["# Results", "", f"Metric convention: {conv.describe()}; images in 0–255. NIQE (no-reference, "
+             f"lower is better) on BT.601 Y with the same border crop, MATLAB's release; HR's own NIQE is what a "
+             "perfect result would score.", ""]
     lines += [f"- {note}" for note in notes]
-    for name, scores in results.items():
-        count = next(iter(scores.values())).images
-        lines += ["", f"## {name} ({count} images)", "", "| metric | " + " | ".join(MODELS) + " |", "|---|" + "---:|" * len(MODELS)]
-        lines.append("| MSE | " + " | ".join(f"{scores[m].mse:.2f}" for m in MODELS) + " |")
-        lines.append("| PSNR (dB) | " + " | ".join(f"{scores[m].psnr:.2f}" for m in MODELS) + " |")
-        lines.append("| SSIM | " + " | ".join(f"{scores[m].ssim:.4f}" for m in MODELS) + " |")
+    for name, result in results.items():
+        scores = result.models
+        lines += ["", f"## {name} ({result.images} images)", "",
+                  "| metric | " + " | ".join([*(MODEL_LABELS[m] for m in MODELS), "HR"]) + " |", "|---|" + "---:|" * len(columns)]
+        lines.append("| MSE ↓ | " + " | ".join(f"{scores[m].mse:.2f}" for m in MODELS) + " | |")
+        lines.append("| PSNR (dB) ↑ | " + " | ".join(f"{scores[m].psnr:.2f}" for m in MODELS) + " | |")
+        lines.append("| SSIM ↑ | " + " | ".join(f"{scores[m].ssim:.4f}" for m in MODELS) + " | |")
+        lines.append("| NIQE ↓ | " + " | ".join(f"{scores[m].niqe:.2f}" for m in MODELS) + f" | {result.hr_niqe:.2f} |")
         if name in PAPER:
             paper = PAPER[name]
-            lines.append("| paper PSNR | " + " | ".join(f"{paper[m][0]:.2f}" for m in MODELS) + " |")
-            lines.append("| paper SSIM | " + " | ".join(f"{paper[m][1]:.4f}" for m in MODELS) + " |")
+            lines.append("| paper PSNR | " + " | ".join(f"{paper[m][0]:.2f}" for m in MODELS) + " | |")
+            lines.append("| paper SSIM | " + " | ".join(f"{paper[m][1]:.4f}" for m in MODELS) + " | |")
+        lines += ["", trade_off(result)]
     if any(name in PAPER for name in results):
         lines += ["", "Paper rows: SRResNet and SRGAN from Ledig et al. 2017, Table 2; bicubic as published "
-                  "with MATLAB by the EDSR/RCAN papers."]
+                  "with MATLAB by the EDSR/RCAN papers. The paper reports no NIQE; its claim is the same "
+                  "trade-off, shown by mean opinion scores: SRGAN below SRResNet in PSNR, above it in MOS."]
+    lines += ["", "![perception–distortion](figures/perception_distortion.png)", "",
+              "Perception–distortion: PSNR against NIQE per model, HR's NIQE as the dashed line. Better is "
+              "right (PSNR) and down (NIQE)."]
     return "\n".join(lines) + "\n"
+
+
+def perception_distortion_plot(results: dict[str, SetResults]) -> np.ndarray:
+    """PSNR (x) against NIQE (y), one point per model, one panel per set, HR's NIQE as a line.
+
+    Returns the figure as uint8 (H, W, 3) RGB, written like the other figures.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
+    for ax, (name, result) in zip(axes[0], results.items()):
+        for model in MODELS:
+            s = result.models[model]
+            ax.scatter(s.psnr, s.niqe, s=40, label=MODEL_LABELS[model])
+            ax.annotate(MODEL_LABELS[model], (s.psnr, s.niqe), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.axhline(result.hr_niqe, linestyle="--", color="gray", label=f"HR NIQE {result.hr_niqe:.2f}")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("PSNR (dB), higher is better")
+        ax.set_ylabel("NIQE, lower is better")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    buffer.seek(0)
+    return np.asarray(Image.open(buffer).convert("RGB"))
 
 
 def figure(pair: Pair, outputs: dict[str, np.ndarray], scale: int, crop: int) -> np.ndarray:
@@ -163,7 +246,7 @@ def figure(pair: Pair, outputs: dict[str, np.ndarray], scale: int, crop: int) ->
 
 
 def write_reports(
-    reports: Path, results: dict[str, dict[str, Scores]], conv: Convention, notes: Sequence[str], figures: dict[str, np.ndarray]
+    reports: Path, results: dict[str, SetResults], conv: Convention, notes: Sequence[str], figures: dict[str, np.ndarray]
 ) -> dict[str, Any]:
     """Write metrics.json, results.md and figures/*.png under `reports`; return the metrics dict."""
     metrics = metrics_json(results)
@@ -179,15 +262,17 @@ def write_reports(
     return metrics
 
 
-def as_table(results: dict[str, dict[str, Scores]]) -> dict[str, list[Any]]:
-    """Long-format table for `mlflow.log_table`: one row per (set, model)."""
-    rows = [(name, model, s.psnr, s.ssim, s.mse, s.images) for name, scores in results.items() for model, s in scores.items()]
-    return {key: [row[i] for row in rows] for i, key in enumerate(("set", "model", "psnr", "ssim", "mse", "images"))}
+def as_table(results: dict[str, SetResults]) -> dict[str, list[Any]]:
+    """Long-format table for `mlflow.log_table`: one row per (set, model), HR with its NIQE alone."""
+    rows = [(name, model, s.psnr, s.ssim, s.mse, s.niqe, s.images)
+            for name, result in results.items() for model, s in result.models.items()]
+    rows += [(name, "hr", None, None, None, result.hr_niqe, result.images) for name, result in results.items()]
+    return {key: [row[i] for row in rows] for i, key in enumerate(("set", "model", "psnr", "ssim", "mse", "niqe", "images"))}
 
 
 def to_json_line(model: str, scores: Scores) -> str:
     """`srgan eval --json`: exactly one flat JSON object."""
-    return json.dumps({"model": model, "psnr": scores.psnr, "ssim": scores.ssim, "mse": scores.mse,
+    return json.dumps({"model": model, "psnr": scores.psnr, "ssim": scores.ssim, "mse": scores.mse, "niqe": scores.niqe,
                        "images": scores.images, "convention": scores.convention})
 
 
@@ -200,8 +285,11 @@ def departures(params: Params) -> list[str]:
     if params.model.blocks != 16 or params.model.channels != 64:
         notes.append(f"generator of {params.model.blocks} residual blocks × {params.model.channels} channels "
                      "(the paper: 16 × 64)")
-    if params.train.content_loss != "vgg54":
-        notes.append(f"SRGAN content loss {params.train.content_loss} (the paper's best: vgg54)")
+    if params.train.content_loss == "mse":
+        notes.append("SRGAN content loss mse (the paper's best: vgg54)")
+    else:
+        notes.append(f"SRGAN content loss {params.train.content_loss} on {vgg_weights_origin(params.train.vgg_weights)}"
+                     + ("" if params.train.content_loss == "vgg54" else " (the paper's best: vgg54)"))
     if params.data.train not in ("mirflickr25k",):
         notes.append(f"trained on `{params.data.train}` (the paper: 350k ImageNet images; the seed: Mirflickr25k)")
     notes.append(f"schedule: {params.pretrain.steps} SRResNet and {params.train.steps} SRGAN updates, "
@@ -220,18 +308,20 @@ def run_evaluation(params: Params, data_dir: Path, srresnet_path: Path, srgan_pa
         "srresnet": generator_upscaler(load_generator(srresnet_path, expect=expect), rt),
         "srgan": generator_upscaler(load_generator(srgan_path, expect=expect), rt),
     }
-    results: dict[str, dict[str, Scores]] = {}
+    results: dict[str, SetResults] = {}
     figures: dict[str, np.ndarray] = {}
     for source in params.data.eval:
         name = slug(source)
         pairs = pairs_from_prepared(data_dir / "eval" / name, params.preprocess.max_pixels)
         outputs: dict[str, list[np.ndarray]] = {}
-        results[name] = {}
+        scores: dict[str, Scores] = {}
         for model, upscaler in upscalers.items():
-            results[name][model], outputs[model] = evaluate(upscaler, pairs, conv)
+            scores[model], outputs[model] = evaluate(upscaler, pairs, conv)
+        results[name] = SetResults(scores, mean_niqe([(pair.name, pair.hr_img) for pair in pairs], conv.crop_border))
         for i, pair in enumerate(pairs[: params.evaluate.figures]):
             panels = {model: outputs[model][i] for model in MODELS}
             figures[f"{name}_{pair.name}"] = figure(pair, panels, params.scale, params.evaluate.figure_crop)
+    figures["perception_distortion"] = perception_distortion_plot(results)
     described = rt.describe()
     notes = [
         f"evaluated on {described['runtime.hardware']} ({rt.device.type}, {rt.precision}), torch {torch.__version__}",

@@ -10,6 +10,7 @@ import functools
 import http.server
 import io
 import json
+import math
 import tarfile
 import threading
 import zipfile
@@ -40,13 +41,19 @@ def test_dvc_repro_builds_every_stage_and_reports(pipeline: Path) -> None:
     metrics = json.loads((pipeline / "reports" / "metrics.json").read_text())
     (eval_set,) = metrics
     assert eval_set.startswith("eval_images-")
-    assert set(metrics[eval_set]) == {"bicubic", "srresnet", "srgan"}
-    for scores in metrics[eval_set].values():
-        assert set(scores) == {"psnr", "ssim", "mse"}
-        assert 5 < scores["psnr"] < 60 and 0 < scores["ssim"] <= 1
+    assert set(metrics[eval_set]) == {"bicubic", "srresnet", "srgan", "hr"}
+    assert set(metrics[eval_set]["hr"]) == {"niqe"} and 0 < metrics[eval_set]["hr"]["niqe"] < 100
+    for model in ("bicubic", "srresnet", "srgan"):
+        scores = metrics[eval_set][model]
+        assert set(scores) == {"psnr", "ssim", "mse", "niqe"}
+        # NIQE has no upper bound: a barely trained tiny model's outputs score in the hundreds.
+        assert 5 < scores["psnr"] < 60 and 0 < scores["ssim"] <= 1 and 0 < scores["niqe"] < math.inf
     results = (pipeline / "reports" / "results.md").read_text()
-    assert "matlab" in results and "| PSNR (dB) |" in results
-    assert len(list((pipeline / "reports" / "figures").glob("*.png"))) == 1
+    assert "matlab" in results and "| PSNR (dB) ↑ |" in results and "| NIQE ↓ |" in results
+    assert "SRGAN content loss vgg54 on Oxford VGG19" in results
+    assert "figures/perception_distortion.png" in results
+    figures = {path.name for path in (pipeline / "reports" / "figures").glob("*.png")}
+    assert len(figures) == 2 and "perception_distortion.png" in figures
     assert (pipeline / "reports" / "plots" / "train.csv").read_text().startswith("step,g_content")
     lock = (pipeline / "dvc.lock").read_text()
     assert all(f"  {stage}:" in lock for stage in ("download", "preprocess", "pretrain", "train", "evaluate"))
@@ -112,7 +119,7 @@ def test_make_paper_overrides_run_end_to_end_with_vgg54(tmp_path: Path, http_roo
     with tarfile.open(www / "benchmark.tar", "w") as archive:
         for name in ("Set5/HR/baby.png", "Set14/HR/bridge.png"):
             buffer = io.BytesIO()
-            photo(rng, 40, 36).save(buffer, format="PNG")
+            photo(rng, 104, 200).save(buffer, format="PNG")  # NIQE's least: two 96-px blocks after the crop
             info = tarfile.TarInfo(f"benchmark/{name}")
             info.size = len(buffer.getvalue())
             archive.addfile(info, io.BytesIO(buffer.getvalue()))

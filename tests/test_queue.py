@@ -156,7 +156,7 @@ def test_two_queued_experiments_run_concurrently_and_log_everything(project: Pat
         assert params["train"]["adv_weight"] == weight and params["train"]["steps"] == STEPS
         metrics = data["metrics"]["reports/metrics.json"]["data"]
         (eval_set,) = metrics
-        assert set(metrics[eval_set]) == {"bicubic", "srresnet", "srgan"}
+        assert set(metrics[eval_set]) == {"bicubic", "srresnet", "srgan", "hr"}
         exps[name] = (entry["rev"], metrics)
     assert exps["adv-lo"][1][eval_set]["srgan"] != exps["adv-hi"][1][eval_set]["srgan"]
 

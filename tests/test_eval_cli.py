@@ -1,0 +1,78 @@
+"""`srgan eval`: distortion and NIQE on HR folders, NIQE alone on LR photos (`--no-reference`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skimage.data
+import torch
+from PIL import Image
+
+from srgan.checkpoint import generator_config, save_generator
+from srgan.cli import main
+from srgan.imresize import bicubic_upscale, imresize_uint8, modcrop
+from srgan.metrics import convention, measure, niqe
+from srgan.models import Generator
+from srgan.runtime import Runtime
+from srgan.upscale import upscale_image
+
+
+def _save(folder: Path, images: dict[str, np.ndarray]) -> Path:
+    folder.mkdir()
+    for name, image in images.items():
+        Image.fromarray(image).save(folder / f"{name}.png")
+    return folder
+
+
+def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict:
+    main(argv)
+    (line,) = capsys.readouterr().out.splitlines()
+    return json.loads(line)
+
+
+def test_eval_reports_distortion_and_niqe_of_bicubic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    hr = {"astronaut": skimage.data.astronaut()[:256, :300], "coffee": skimage.data.coffee()[:200, :260]}
+    folder = _save(tmp_path / "hr", hr)
+    got = _json(capsys, ["eval", "--model", "bicubic", "--data", str(folder), "--json"])
+    assert set(got) == {"model", "psnr", "ssim", "mse", "niqe", "images", "convention"}
+    expected = [measure(bicubic_upscale(imresize_uint8(modcrop(img, 4), 0.25), 4), modcrop(img, 4), convention(4))
+                for img in (hr["astronaut"], hr["coffee"])]
+    assert got["images"] == 2 and got["convention"] == "matlab"
+    assert got["psnr"] == pytest.approx(np.mean([s.psnr for s in expected]), abs=1e-9)
+    assert got["niqe"] == pytest.approx(np.mean([s.niqe for s in expected]), abs=1e-9)
+    assert 3 < got["niqe"] < 15
+
+
+def test_no_reference_scores_the_upscaled_photos_niqe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """LR photos alone: each is upscaled by the model (here a small random generator and bicubic)
+    and the mean NIQE of the outputs is reported, with the scale's border crop."""
+    lr = {"a": imresize_uint8(skimage.data.astronaut(), 0.25), "c": imresize_uint8(skimage.data.chelsea(), 0.25)}
+    folder = _save(tmp_path / "lr", lr)
+    torch.manual_seed(0)
+    config = generator_config(4, 2, 8, True)
+    gen = Generator(**config).eval()
+    model = tmp_path / "gen.pt"
+    save_generator(model, gen, config)
+
+    got = _json(capsys, ["eval", "--model", str(model), "--data", str(folder), "--no-reference", "--json",
+                         "--precision", "fp32"])
+    rt = Runtime(torch.device("cpu"), "fp32")
+    expected = np.mean([niqe(upscale_image(gen, img, rt), crop_border=4) for img in (lr["a"], lr["c"])])
+    assert got == {"model": str(model), "niqe": pytest.approx(expected, abs=1e-9), "images": 2, "crop_border": 4}
+
+    bicubic = _json(capsys, ["eval", "--model", "bicubic", "--data", str(folder), "--no-reference", "--json"])
+    assert bicubic["niqe"] == pytest.approx(np.mean([niqe(bicubic_upscale(img, 4), crop_border=4) for img in lr.values()]))
+    assert bicubic["niqe"] != pytest.approx(got["niqe"], abs=1e-3)
+
+
+def test_an_image_too_small_for_niqe_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _save(tmp_path / "lr", {"big": imresize_uint8(skimage.data.coffee(), 0.25),
+                                     "tiny": skimage.data.coffee()[:20, :40]})
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "--model", "bicubic", "--data", str(folder), "--no-reference"])
+    assert exit_info.value.code == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: tiny.png: NIQE needs at least two 96x96 blocks")
