@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	# Pinned: this machine's pip installs these two from local disk (DEVELOPERS.md).
+	# Pinned: the project's machines install these two from local wheels (other versions download GBs).
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $@
@@ -27,15 +27,17 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(RUN) python -m pytest -q -m "not e2e"
 
-# The seed's and the paper's scale (DESIGN §2a): Mirflickr25k, the seed's 64→256 patches and
-# batch 8, the paper's 16 blocks, 1e6 SRResNet and 2e5 SRGAN updates, VGG54 content loss,
-# Set5/Set14/BSD100. Needs the network and, in practice, a GPU. PAPER_EXTRA appends more
-# overrides (the last value of a key wins), e.g. PAPER_EXTRA="-S train.vgg_weights=/path/vgg19.pth".
+# The seed's and the paper's scale: Mirflickr25k, the seed's 64→256 patches and
+# batch 8, the paper's 16 blocks, 1e6 SRResNet and 2e5 SRGAN updates, VGG54 content loss on the
+# Oxford VGG19 the paper used (packaged, 8-bit quantised), Set5/Set14/BSD100. Needs the network
+# and, in practice, a GPU. PAPER_EXTRA appends more overrides (the last value of a key wins),
+# e.g. PAPER_EXTRA="-S train.vgg_weights=torchvision" for torchvision's retrained VGG19.
 PAPER := -S 'data.train=mirflickr25k' -S 'data.eval=[set5,set14,bsd100]' \
 	-S model.blocks=16 -S model.channels=64 -S model.bicubic_skip=false \
 	-S pretrain.steps=1000000 -S pretrain.batch_size=8 -S pretrain.crop_size=256 -S pretrain.learning_rate=1.0e-4 \
 	-S train.steps=200000 -S train.batch_size=8 -S train.crop_size=256 -S train.learning_rate=1.0e-4 \
-	-S train.decay_at=0.5 -S train.content_loss=vgg54 -S train.adv_weight=1.0e-3
+	-S train.decay_at=0.5 -S train.content_loss=vgg54 -S train.vgg_weights=oxford -S train.adv_weight=1.0e-3 \
+	-S train.d_steps=1
 PAPER_EXTRA ?=
 paper: $(STAMP)
 	$(RUN) dvc exp run -n paper $(PAPER) $(PAPER_EXTRA)

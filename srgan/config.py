@@ -97,8 +97,8 @@ class TrainParams:
     crop_size: int = field(default=96, metadata=POSITIVE)
     learning_rate: float = field(default=1e-4, metadata=POSITIVE)
     decay_at: float = field(default=0.5, metadata=_check(lambda v: 0 < v <= 1, "must be in (0, 1]"))
-    content_loss: Literal["mse", "vgg22", "vgg54"] = "mse"
-    vgg_weights: str | None = None
+    content_loss: Literal["mse", "vgg22", "vgg54"] = "vgg54"
+    vgg_weights: str = "oxford"
     adv_weight: float = field(default=1e-3, metadata=NON_NEGATIVE)
     d_steps: int = field(default=1, metadata=POSITIVE)
     val_every: int = field(default=100, metadata=POSITIVE)
