@@ -1,4 +1,4 @@
-"""Does bf16 training reach the same validation PSNR as fp32? (DESIGN §7's acceptance check)
+"""Does bf16 training reach the same validation PSNR as fp32? (the project's bf16 acceptance check)
 
     python benchmarks/precision_parity.py [--data data/prepared] [--steps N]
 

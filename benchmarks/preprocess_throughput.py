@@ -5,7 +5,7 @@
 Writes `--images` 500×375 JPEGs (Mirflickr25k's typical size) into a temp folder and runs
 `srgan.preprocess.prepare` on them with the `preprocess` settings of params.yaml, once with
 one worker per core and once in-process with one worker. The two are interleaved and repeated
-because the machines are noisy (DESIGN §7); medians are reported. Times include the worker
+because the machines are noisy; medians are reported. Times include the worker
 pool's start-up, which the stage pays too.
 """
 

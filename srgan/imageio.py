@@ -61,7 +61,7 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int, keep_gray: bool
 
     JPEG, PNG, BMP, TIFF and WebP (the first frame of a multi-frame file). Conversions:
     - grayscale (1, L, I, I;16*, F) is repeated into R = G = B, or kept as (H, W) when
-      `keep_gray` (evaluation measures grayscale images on their own values, DESIGN §5);
+      `keep_gray` (evaluation measures grayscale images on their own values);
     - 16-bit values v become round(v / 257), the exact inverse of 8-bit → 16-bit (v * 257), so
       65535 → 255 and 25700 → 100; mode I is read as 16-bit data (what Pillow uses for some
       16-bit files), clipped to [0, 65535]; mode F is read on the 8-bit scale and clipped;

@@ -1,13 +1,13 @@
 """MATLAB-compatible bicubic `imresize`, in numpy.
 
-The published super-resolution baselines (DESIGN §5) were made with MATLAB's
+The published super-resolution baselines were made with MATLAB's
 `imresize(img, scale, 'bicubic')`: Keys cubic kernel with a = -0.5, the kernel stretched by
 1/scale when downscaling (antialiasing), symmetric padding that repeats the border pixel
 (`[a b c]` -> `b a | a b c | c b`), height resized before width, and, for uint8 input, each pass
 rounded half away from zero and saturated to uint8 before the next one. This module reproduces
 that, so LR images and the bicubic baseline match the literature numbers.
 
-Why our own and not a library (DESIGN §2 asks to try them first). Measured on the §5 bicubic x4
+Why our own and not a library (libraries were tried first). Measured on the bicubic x4
 baselines, matlab convention; must match Set5 28.42 / 0.8104, Set14 26.00 / 0.7027,
 BSD100 25.96 / 0.6675 within 0.01 dB / 0.001:
 - `bicubic-pytorch` 0.1.2.1 (maintained fork of the EDSR authors' port): Set5 28.4189 / 0.8102,
@@ -19,7 +19,7 @@ BSD100 25.96 / 0.6675 within 0.01 dB / 0.001:
   images (same kernel and padding), but then the wrapper is as long as this code, float32
   inside (float results off by up to 8e-5), and over 10x slower on a 2000x1500 RGB /4
   (1.4-2.4 s against 0.1 s), because its `unfold` copies the image once per tap.
-- `resize-right` 0.0.2 (measured in DESIGN §2): Set5 28.410 / 0.8102, Set14 25.996 / 0.7024,
+- `resize-right` 0.0.2 (measured the same way): Set5 28.410 / 0.8102, Set14 25.996 / 0.7024,
   at the edge of the tolerance; its LR borders differ from symmetric padding by up to 38 levels.
 This module: Set5 28.4164 / 0.8101, Set14 25.9903 / 0.7023, BSD100 25.9558 / 0.6672, inside the
 tolerance, Set14 only 0.0003 dB from its edge (tests/test_metrics.py, the baselines test).

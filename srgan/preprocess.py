@@ -1,4 +1,4 @@
-"""Preprocess: downloaded images -> aligned (LR, HR) uint8 patch shards and eval PNGs (DESIGN §2).
+"""Preprocess: downloaded images -> aligned (LR, HR) uint8 patch shards and eval PNGs.
 
 Training then only memory-maps arrays: it never decodes a JPEG or resizes on the fly, and
 its LR inputs come from the one MATLAB-compatible bicubic in `srgan.imresize`.
@@ -8,7 +8,7 @@ Layout under `out` (every path in the manifest is relative to `out`):
   uint8 (N, hr_size/scale, hr_size/scale, 3): patch i of one is patch i of the other. At most
   `shard_size` patches per shard. The same under `val/`.
 - `eval/<slug>/hr/<stem>.png` (HR modcropped to `scale`) and `eval/<slug>/lr/<stem>.png`; a
-  grayscale input stays single-channel, because it is measured on its own values (DESIGN §5).
+  grayscale input stays single-channel, because it is measured on its own values.
   Of two inputs with the same stem (`x.png`, `x.jpg`) the first in path order is kept.
 - `manifest.json`, written last (schema in `prepare`).
 

@@ -1,4 +1,4 @@
-"""The dataset registry: every named source in one table (DESIGN §3), and where each lands.
+"""The dataset registry: every named source in one table, and where each lands.
 
 A source name in `data.train` / `data.eval` is one of the registry keys below, the URL of a
 .zip/.tar/.tar.gz archive, or a local folder. `download` writes each source to

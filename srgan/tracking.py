@@ -1,7 +1,7 @@
 """The only module that imports mlflow: one run per stage execution, in experiment `srgan`.
 
 Tracking URI: `$MLFLOW_TRACKING_URI` if set, else `sqlite:///<project root>/mlflow.db`, with
-artifacts under `<project root>/mlruns` (DESIGN §6). The project root comes from
+artifacts under `<project root>/mlruns`. The project root comes from
 `runtime.project_root()`, so DVC's temporary experiment copies write to the same store.
 """
 

@@ -142,7 +142,7 @@ class LoopState:
     val_psnr: float = float("nan")
 
 
-# DESIGN §6: curves get a point at least every 10 steps and at the last step.
+# Curves get a point at least every 10 steps and at the last step.
 LOG_EVERY = 10
 
 
