@@ -156,7 +156,7 @@ def trade_off(result: SetResults) -> str:
     d_psnr, d_niqe = gan.psnr - mse_model.psnr, gan.niqe - mse_model.niqe
     shown = d_psnr < 0 and d_niqe < 0
     verdict = ("the paper's trade-off: less fidelity, more natural statistics" if shown
-               else "not the paper's trade-off (it trades PSNR for lower NIQE)")
+               else "not the paper's trade-off, which gives up PSNR for a lower NIQE")
     return (f"SRGAN vs SRResNet: PSNR {d_psnr:+.2f} dB, NIQE {d_niqe:+.2f} (HR: {result.hr_niqe:.2f}); {verdict}.")
 
 
