@@ -234,7 +234,7 @@ def figure(pair: Pair, outputs: dict[str, np.ndarray], scale: int, crop: int) ->
 
     lr_crop = pair.lr_img[top // scale : (top + side) // scale, left // scale : (left + side) // scale]
     panels = {"LR": np.kron(rgb(lr_crop), np.ones((scale, scale, 1), dtype=np.uint8))}
-    panels.update({model: rgb(outputs[model])[top : top + side, left : left + side] for model in MODELS})
+    panels.update({MODEL_LABELS[model]: rgb(outputs[model])[top : top + side, left : left + side] for model in MODELS})
     panels["HR"] = rgb(pair.hr_img)[top : top + side, left : left + side]
     gap, bar = 4, 16
     canvas = Image.new("RGB", (len(panels) * (side + gap) - gap, side + bar), "white")
