@@ -97,11 +97,13 @@ def stage_processes(project: Path) -> dict[str, psutil.Process]:
 
 
 def dvc_repro(project: Path) -> subprocess.Popen[str]:
+    """`dvc repro` in its own process group, its output in `dvc-repro.log` beside the project."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
     for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME"):
         env.pop(key, None)
-    return subprocess.Popen(["dvc", "repro"], cwd=project, env=env, text=True, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    with open(project.parent / "dvc-repro.log", "w") as log:
+        return subprocess.Popen(["dvc", "repro"], cwd=project, env=env, text=True, start_new_session=True,
+                                stdout=log, stderr=subprocess.STDOUT)
 
 
 def stage_lifetimes(project: Path) -> dict[str, float]:
@@ -133,9 +135,14 @@ def crash_during(project: Path, stage: str, fraction: float, lifetime: float) ->
             if any(STAGES.index(name) > STAGES.index(stage) for name in running):
                 return False
             time.sleep(0.01)
+        # DVC ended by itself: only a success may stand in for "an earlier crash let it finish".
+        assert proc.returncode == 0, (project.parent / "dvc-repro.log").read_text()
         return False
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # DVC and every stage process had already exited
         proc.wait()
 
 
