@@ -40,14 +40,17 @@ def load(path: str | Path, expected_format: str) -> dict[str, Any]:
         raise SrganError(f"{path}: file not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else "unsafe content"
-        raise SrganError(f"{path}: refused to load, not plain weights ({first[:160]})") from None
-    except Exception as err:  # noqa: BLE001 - truncated zip, random bytes...
-        raise SrganError(f"{path}: not a readable PyTorch checkpoint ({type(err).__name__})") from None
+    except Exception as err:  # noqa: BLE001 - random bytes, JSON, a truncated zip, a crafted pickle...
+        # PyTorch's own message advises `weights_only=False`, which would run a crafted file's
+        # code: it is not passed on. A pickle naming Python objects ("unsupported GLOBAL") is
+        # told apart from bytes that are no pickle at all.
+        objects = isinstance(err, pickle.UnpicklingError) and "GLOBAL" in str(err)
+        what = "it holds Python objects, not plain weights; refused without running them" if objects else "not a readable PyTorch file"
+        raise SrganError(f"{path}: is not an srgan checkpoint ({what})") from None
     found = payload.get("format") if isinstance(payload, dict) else None
     if found != expected_format:
-        raise SrganError(f"{path}: is a {found or 'foreign'} file, expected {expected_format}")
+        kind = f"a {found} file" if isinstance(found, str) and found.startswith("srgan-") else "not an srgan checkpoint"
+        raise SrganError(f"{path}: is {kind}, expected {expected_format}")
     return payload
 
 
@@ -62,11 +65,16 @@ def save_generator(path: str | Path, model: Generator, config: dict[str, Any]) -
 def load_generator(path: str | Path, expect: dict[str, Any] | None = None) -> Generator:
     """Rebuild the generator from its own stored config; `expect` refuses another architecture."""
     payload = load(path, GENERATOR_FORMAT)
-    config = payload["config"]
+    config = payload.get("config")
     if expect is not None:
-        check_config(path, config, expect)
-    model = Generator(**config)
-    model.load_state_dict(payload["state_dict"])
+        check_config(path, config if isinstance(config, dict) else {}, expect)
+    try:
+        model = Generator(**config)
+        model.load_state_dict(payload["state_dict"])
+    except (TypeError, ValueError, RuntimeError, KeyError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise SrganError(f"{path}: its weights do not fit its stored config {config} ({first[:120]}); "
+                         "the file was altered or written by other code") from None
     return model.eval()
 
 

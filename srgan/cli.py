@@ -1,7 +1,7 @@
 """The `srgan` command: use a trained model outside the pipeline.
 
     srgan eval --model {bicubic,PATH} --data DIR [--no-reference] [--scale 4] [--json]
-    srgan upscale INPUT... -o OUT [--model PATH|URI] [--tile N] [--format png|jpg|webp]
+    srgan upscale INPUT... -o OUT [--model PATH|URI] [--scale 4] [--tile N] [--format png|jpg|webp]
                   [--max-output-pixels N] [--device ...] [--precision ...]
     srgan export [--model PATH|URI] [--format onnx] -o gen.onnx
 """
@@ -20,7 +20,7 @@ from srgan.evaluate import bicubic, evaluate, generator_upscaler, mean_niqe, pai
 from srgan.export import export_onnx
 from srgan.metrics import CONVENTIONS, DEFAULT_CONVENTION, convention
 from srgan.runtime import resolve_runtime
-from srgan.upscale import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_TILE, load_model, plan_jobs, upscale_files
+from srgan.upscale import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_TILE, MIN_TILE, load_model, plan_jobs, upscale_files
 
 DEFAULT_MODEL = "models/srgan.pt"
 
@@ -69,6 +69,10 @@ def cmd_upscale(args: argparse.Namespace) -> None:
     jobs = plan_jobs(args.inputs, args.output, args.format)
     rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision))
     gen = load_model(args.model)
+    if args.scale and args.scale != gen.scale:
+        raise SrganError(f"{args.model}: a ×{gen.scale} model, but --scale {args.scale} was asked for")
+    if sys.stderr.isatty():
+        print(f"{args.model}: ×{gen.scale}; {len(jobs)} image{'s' * (len(jobs) != 1)} to upscale", file=sys.stderr)
     # Bars only on a terminal: in logs they would bury the error lines.
     failed = upscale_files(gen, jobs, rt, tile=args.tile, max_output_pixels=args.max_output_pixels,
                            progress=sys.stderr.isatty())
@@ -85,6 +89,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _tile(text: str) -> int:
+    value = int(text)
+    if value < MIN_TILE:
+        raise argparse.ArgumentTypeError(f"must be at least {MIN_TILE} px (smaller tiles redo more context than they compute), got {value}")
     return value
 
 
@@ -107,8 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("-o", "--output", required=True, metavar="OUT",
                     help="an image file (.png, .jpg, .webp) for one input file, else a folder (created if needed)")
     up.add_argument("--model", default=DEFAULT_MODEL, help=f"generator file or MLflow model URI (runs:/…, models:/…); default {DEFAULT_MODEL}")
-    up.add_argument("--tile", type=_positive_int, default=DEFAULT_TILE,
-                    help=f"tile side in input pixels; bounds memory, not the result (default {DEFAULT_TILE})")
+    up.add_argument("--tile", type=_tile, default=DEFAULT_TILE,
+                    help=f"tile side in input pixels, at least {MIN_TILE}; bounds memory, not the result (default {DEFAULT_TILE})")
+    up.add_argument("--scale", type=int, choices=[2, 4, 8], default=None,
+                    help="refuse a model of another upscaling factor (default: whatever the model's is)")
     up.add_argument("--format", choices=["png", "jpg", "webp"], default=None,
                     help="output format in a folder (default: the input's own if png/jpg/webp, else png)")
     up.add_argument("--max-output-pixels", type=_positive_int, default=DEFAULT_MAX_OUTPUT_PIXELS,

@@ -7,6 +7,7 @@ and DataLoader workers need no shared random state.
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -129,7 +130,15 @@ def batch_loader(
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if workers else None,
+        worker_init_fn=_ignore_ctrl_c,
     )
+
+
+def _ignore_ctrl_c(worker_id: int) -> None:
+    """A terminal's Ctrl-C reaches the whole process group, workers included. The main process
+    turns it into a clean stop at the next log step and needs batches until then, so a worker
+    must not die of it (it exits when the main process closes the loader, or dies)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def to_float(img: torch.Tensor, device: torch.device) -> torch.Tensor:

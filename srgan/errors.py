@@ -20,7 +20,12 @@ class SrganError(Exception):
 
 
 def exit_on_error(main: F) -> F:
-    """Wrap an entry point so a `SrganError` prints one line and exits with status 2."""
+    """Wrap an entry point so a `SrganError` prints one line and exits with status 2, and Ctrl-C
+    prints one line and exits with 130 (128 + SIGINT, as shells report it).
+
+    A `KeyboardInterrupt` raised with a message (what was saved, how to resume) prints that
+    message; Python's own, from a Ctrl-C anywhere else, prints "interrupted".
+    """
 
     @wraps(main)
     def wrapper(*args: object, **kwargs: object) -> object:
@@ -29,5 +34,8 @@ def exit_on_error(main: F) -> F:
         except SrganError as err:
             print(f"error: {err}", file=sys.stderr)
             raise SystemExit(2) from None
+        except KeyboardInterrupt as err:
+            print(str(err) or "interrupted", file=sys.stderr)
+            raise SystemExit(130) from None
 
     return wrapper  # type: ignore[return-value]

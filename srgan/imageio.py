@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import struct
-import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -59,7 +58,8 @@ class ImageReadError(SrganError):
 def read_image(path: str | os.PathLike[str], *, max_pixels: int, keep_gray: bool = False) -> np.ndarray:
     """Decode an image file into uint8 RGB (H, W, 3) in [0, 255], upright as its EXIF tag says.
 
-    JPEG, PNG, BMP, TIFF and WebP (the first frame of a multi-frame file). Conversions:
+    JPEG, PNG, BMP, GIF, TIFF and WebP (the first frame of a multi-frame or animated file, in a
+    folder or named alone). Conversions:
     - grayscale (1, L, I, I;16*, F) is repeated into R = G = B, or kept as (H, W) when
       `keep_gray` (evaluation measures grayscale images on their own values);
     - 16-bit values v become round(v / 257), the exact inverse of 8-bit → 16-bit (v * 257), so
@@ -72,9 +72,8 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int, keep_gray: bool
       through Pillow's `convert("RGB")`.
 
     The pixel count is checked from the header, before any pixel is decoded, against
-    `max_pixels`; Pillow's decompression-bomb guard (`Image.MAX_IMAGE_PIXELS`, process-wide)
-    is set to the same bound. The file is then decoded in full, so a truncated file fails
-    here and not in a later stage.
+    `max_pixels`. The file is then decoded in full, so a truncated file fails here and not in a
+    later stage.
     Raises `ImageReadError` with a reason; a file that cannot be opened at all (missing,
     no permission) raises the usual `OSError`.
     """
@@ -93,20 +92,15 @@ def decode(
     path = Path(path)
     if path.stat().st_size == 0:
         raise ImageReadError(path, "empty file")
-    # Pillow's own decompression-bomb guard is set to our bound while this file is opened (and
-    # put back after, so callers' later Pillow calls keep theirs). Pillow refuses images over
-    # 2x the bound at open and warns above it; the warning is silenced because the check right
-    # after `open` rejects those with their size.
+    # `open` reads the header only. Pillow's own decompression-bomb guard, which would refuse a
+    # huge header there without saying its size, is replaced by our check of the size right
+    # after (and put back, so callers' later Pillow calls keep theirs).
     previous = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
+    Image.MAX_IMAGE_PIXELS = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            im = Image.open(path)
+        im = Image.open(path)
     except UnidentifiedImageError:
         raise ImageReadError(path, "not an image") from None
-    except Image.DecompressionBombError:
-        raise ImageReadError(path, f"too many pixels (more than 2×{max_pixels}{bound_note})") from None
     finally:
         Image.MAX_IMAGE_PIXELS = previous
     with im:

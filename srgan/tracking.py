@@ -7,6 +7,7 @@ artifacts under `<project root>/mlruns`. The project root comes from
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import subprocess
@@ -80,7 +81,11 @@ def _experiment_id() -> str:
 
 
 class Tracker:
-    """What stages log during a run; every curve point carries its `step`."""
+    """What stages log during a run; every curve point carries its `step`. `run_id`: the MLflow
+    run it logs to, which a training checkpoint stores so a resumed execution continues it."""
+
+    def __init__(self, run_id: str = "") -> None:
+        self.run_id = run_id
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         _retry(lambda: mlflow.log_metrics(metrics, step=step))
@@ -102,20 +107,38 @@ class Tracker:
         """Log the generator with a (-1, 3, -1, -1) float32 signature in [0, 1]; returns its URI."""
         model = model.float().cpu().eval()
         example = np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32)
-        info = _retry(
-            lambda: mlflow.pytorch.log_model(
-                model,
-                name=name,
-                signature=IMAGE_SIGNATURE,
-                input_example=example,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
-                # Pickle, not torch.export's pt2: export specialises the batch size to the
-                # example's. The pickled Generator class travels with the model via code_paths.
-                serialization_format="pickle",
-                code_paths=[str(Path(srgan.__file__).parent)],
+        with _without_pickle_warning():
+            info = _retry(
+                lambda: mlflow.pytorch.log_model(
+                    model,
+                    name=name,
+                    signature=IMAGE_SIGNATURE,
+                    input_example=example,
+                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
+                    # Pickle, not torch.export's pt2: export specialises the batch size to the
+                    # example's. The pickled Generator class travels with the model via code_paths.
+                    serialization_format="pickle",
+                    code_paths=[str(Path(srgan.__file__).parent)],
+                )
             )
-        )
         return info.model_uri
+
+
+@contextmanager
+def _without_pickle_warning() -> Iterator[None]:
+    """Drop MLflow's warning that a pickled model runs code when loaded. Every training stage
+    printed it, and the user cannot act on it: pickle is chosen on purpose (`log_generator`).
+    MLflow's other warnings still show."""
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Saving pytorch model by Pickle")
+
+    logger = logging.getLogger("mlflow.pytorch")
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 class _Disabled(Tracker):
@@ -154,11 +177,28 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _resumable(run_id: str | None, experiment_id: str, stage: str) -> dict[str, str] | None:
+    """The params of the run an interrupted execution of `stage` logged to, if it still exists
+    (not deleted, same experiment, same stage); else None and a new run is started."""
+    if not run_id:
+        return None
+    try:
+        run = _retry(lambda: MlflowClient().get_run(run_id))
+    except MlflowException:
+        return None
+    usable = (run.info.experiment_id == experiment_id and run.info.lifecycle_stage == "active"
+              and run.data.tags.get("stage") == stage)
+    return dict(run.data.params) if usable else None
+
+
 @contextmanager
-def stage_run(stage: str, params: dict[str, Any], enabled: bool = True) -> Iterator[Tracker]:
+def stage_run(stage: str, params: dict[str, Any], enabled: bool = True, resume: str | None = None) -> Iterator[Tracker]:
     """One MLflow run for one stage execution, tagged `stage`, `git_commit` and `dvc_exp`.
 
-    `params` are logged flat (`train.adv_weight`), together with the resolved runtime.
+    `params` are logged flat (`train.adv_weight`), together with the resolved runtime. `resume`:
+    the id of the run an interrupted execution logged to (from its checkpoint); that run is
+    reopened, so a resumed execution is one run with the whole curve. It ends FINISHED, FAILED,
+    or KILLED when interrupted (Ctrl-C).
     """
     if not enabled:
         yield _Disabled()
@@ -169,11 +209,18 @@ def stage_run(stage: str, params: dict[str, Any], enabled: bool = True) -> Itera
     _end_runs_of_dead_processes(experiment_id)
     tags = {"stage": stage, "git_commit": _git_commit(root), "dvc_exp": os.environ.get("DVC_EXP_NAME", ""),
             "host": socket.gethostname(), "pid": str(os.getpid())}
-    run = _retry(lambda: mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags))
+    logged = _resumable(resume, experiment_id, stage)
+    if logged is None:
+        run = _retry(lambda: mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags))
+        logged = {}
+    else:
+        run = _retry(lambda: mlflow.start_run(run_id=resume, tags=tags))
     status = "FAILED"
     try:
-        tracker = Tracker()
-        tracker.log_params(params)
+        tracker = Tracker(run.info.run_id)
+        # A reopened run keeps its params (MLflow refuses to change one); the checkpoint's hash
+        # already guarantees the stage's own params are the same.
+        tracker.log_params({key: value for key, value in params.items() if key not in logged})
         yield tracker
         status = "FINISHED"
     except KeyboardInterrupt:
@@ -188,11 +235,18 @@ def load_generator_from_uri(model_uri: str) -> torch.nn.Module:
     """Load a generator logged by `Tracker.log_generator` (a `runs:/…` or `models:/…` URI).
 
     An unknown run, a missing model or an unreachable store becomes one `SrganError` line
-    naming the URI, not an MLflow traceback.
+    naming the URI, not an MLflow traceback. Without `$MLFLOW_TRACKING_URI` the store is the
+    project's `mlflow.db` in the working directory: if there is none, the URI is refused before
+    MLflow would create an empty store there.
     """
+    hint = ("run from the repository that logged it, or set MLFLOW_TRACKING_URI "
+            "(e.g. sqlite:////path/to/repo/mlflow.db)")
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not (project_root() / "mlflow.db").is_file():
+        raise SrganError(f"{model_uri}: no MLflow store here ({project_root() / 'mlflow.db'} does not exist); {hint}")
     mlflow.set_tracking_uri(tracking_uri())
     try:
         return mlflow.pytorch.load_model(model_uri, map_location="cpu")
     except (MlflowException, OSError) as err:
         lines = str(err).strip().splitlines()
-        raise SrganError(f"{model_uri}: cannot load the model ({(lines[0] if lines else type(err).__name__)[:200]})") from None
+        first = (lines[0] if lines else type(err).__name__)[:200]
+        raise SrganError(f"{model_uri}: cannot load the model ({first}); {hint}") from None

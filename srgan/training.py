@@ -135,11 +135,13 @@ def validate(gen: nn.Module, lr_val: torch.Tensor, hr_val: torch.Tensor, scale: 
 
 @dataclass
 class LoopState:
-    """What a checkpoint restores besides weights: the next step and the curve rows so far."""
+    """What a checkpoint restores besides weights: the next step, the curve rows so far, and the
+    MLflow run they were logged to (continued on resume)."""
 
     step: int = 0
     curves: list[dict[str, float]] = field(default_factory=list)
     val_psnr: float = float("nan")
+    run_id: str = ""
 
 
 # Curves get a point at least every 10 steps and at the last step.
@@ -234,13 +236,11 @@ def run_loop(
                 save_fn(state)
             if stopping and not last:
                 bar.close()
-                if rt.rank == 0:
-                    print(
-                        f"{stage}: interrupted at step {done}/{steps}; checkpoint saved. "
-                        "Run `dvc repro` (or the same command) again to resume from it.",
-                        file=sys.stderr,
-                    )
-                raise SystemExit(130)
+                # Raised, not exited: the MLflow run ends KILLED on the way out (`stage_run`).
+                raise KeyboardInterrupt(
+                    f"{stage}: interrupted at step {done}/{steps}; checkpoint saved. "
+                    "Run `dvc repro` (or the same command) again to resume from it." if rt.rank == 0 else ""
+                )
     bar.close()
 
 
@@ -319,7 +319,7 @@ def _run_stage(
             module.load_state_dict(saved[name])
         for name, opt in optimizers.items():
             opt.load_state_dict(saved[name])
-        state = LoopState(saved["step"], saved["curves"], saved["val_psnr"])
+        state = LoopState(saved["step"], saved["curves"], saved["val_psnr"], saved.get("mlflow_run_id", ""))
         print(f"{stage}: resuming from step {state.step} ({ckpt_path})", file=sys.stderr)
     if not distributed.agree(state.step, rt):
         raise SrganError(
@@ -332,12 +332,14 @@ def _run_stage(
     def save(s: LoopState) -> None:
         if not lead:
             return
-        payload: dict[str, Any] = {"format": checkpoint.TRAINING_FORMAT, "step": s.step, "curves": s.curves, "val_psnr": s.val_psnr}
+        payload: dict[str, Any] = {"format": checkpoint.TRAINING_FORMAT, "step": s.step, "curves": s.curves,
+                                   "val_psnr": s.val_psnr, "mlflow_run_id": s.run_id}
         payload.update({name: checkpoint.cpu_state_dict(m) for name, m in modules.items()})
         payload.update({name: opt.state_dict() for name, opt in optimizers.items()})
         checkpoint.save(ckpt_path, payload)
 
-    with stage_run(stage, {**flatten(params), **rt.describe()}, enabled=lead) as tracker:
+    with stage_run(stage, {**flatten(params), **rt.describe()}, enabled=lead, resume=state.run_id) as tracker:
+        state.run_id = tracker.run_id
         def validate_fn(step: int) -> float:
             if not lead:
                 return float("nan")

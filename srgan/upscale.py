@@ -43,6 +43,9 @@ _SAVE_OPTIONS: dict[str, dict[str, int]] = {"PNG": {}, "JPEG": {"quality": 95}, 
 # The formats' own limits on a side, checked before the (long) inference rather than at save time.
 _MAX_SIDE = {"PNG": 2**31 - 1, "JPEG": 65_535, "WEBP": 16_383}
 DEFAULT_TILE = 256  # LR pixels: 16 blocks × 64 channels peak at about 1 GB in fp32 (0.5 GB in bf16)
+# Below this, the context each tile recomputes (2·blocks + 8 px a side, 40 for the paper's
+# model) outweighs the tile: a 32 px tile already does (32 + 80)² / 32² ≈ 12× the work.
+MIN_TILE = 32
 DEFAULT_MAX_OUTPUT_PIXELS = 100_000_000  # a 3000×2000 photo at ×4 is 96 MP
 # ITU-R BT.601 luma weights (as srgan.evaluate): a gray input's RGB output back to gray.
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
@@ -57,6 +60,7 @@ class Picture:
 
     color: np.ndarray
     alpha: np.ndarray | None
+    frames: int = 1
 
 
 @dataclass(frozen=True)
@@ -148,7 +152,8 @@ def upscale_image(gen: Generator, lr_img: np.ndarray, rt: Runtime, *, tile: int 
 
 
 def read_picture(path: str | os.PathLike[str], *, scale: int, max_output_pixels: int) -> Picture:
-    """Decode an image file, keeping what `srgan.imageio.read_image` drops: alpha and gray.
+    """Decode an image file, keeping what `srgan.imageio.read_image` drops: alpha, gray, and
+    the frame count of an animation (its first frame is the picture).
 
     Same decoding rules, reasons and errors as `read_image` (`srgan.imageio.decode`), with the
     bound on the output: W·s × H·s ≤ `max_output_pixels`, checked from the header before any
@@ -157,7 +162,7 @@ def read_picture(path: str | os.PathLike[str], *, scale: int, max_output_pixels:
     return decode(
         path,
         max_pixels=max_output_pixels // (scale * scale),
-        convert=lambda im: Picture(to_uint8(im, keep_gray=True), _alpha(im)),
+        convert=lambda im: Picture(to_uint8(im, keep_gray=True), _alpha(im), getattr(im, "n_frames", 1)),
         bound_note=f" input pixels, i.e. {max_output_pixels} output pixels at ×{scale}; see --max-output-pixels",
     )
 
@@ -211,6 +216,9 @@ def upscale_file(gen: Generator, job: Job, rt: Runtime, *, tile: int = DEFAULT_T
     except OSError as err:  # missing, unreadable, a folder
         raise SrganError(f"{job.source}: cannot read ({err.strerror or err})") from None
     _check_writable(job.target, picture, gen.scale)
+    if picture.frames > 1:
+        tqdm.write(f"warning: {job.source}: animated ({picture.frames} frames); only the first frame is upscaled",
+                   file=sys.stderr)
     color = upscale_image(gen, picture.color, rt, tile=tile, progress=progress)
     alpha = None
     if picture.alpha is not None:
@@ -226,14 +234,19 @@ def upscale_file(gen: Generator, job: Job, rt: Runtime, *, tile: int = DEFAULT_T
 def upscale_files(gen: Generator, jobs: Sequence[Job], rt: Runtime, *, tile: int = DEFAULT_TILE,
                   max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS, progress: bool = False) -> int:
     """Upscale every job, going on past failures; print one `error:` line per failed file to
-    stderr and return how many failed."""
-    failed = 0
-    for job in tqdm(jobs, desc="images", unit="image", disable=not progress, file=sys.stderr):
-        try:
-            upscale_file(gen, job, rt, tile=tile, max_output_pixels=max_output_pixels, progress=progress)
-        except SrganError as err:
-            failed += 1
-            tqdm.write(f"error: {err}", file=sys.stderr)
+    stderr and return how many failed. On Ctrl-C, say how many were written (each output is
+    complete or absent: writes are atomic)."""
+    failed = written = 0
+    try:
+        for job in tqdm(jobs, desc="images", unit="image", disable=not progress, file=sys.stderr):
+            try:
+                upscale_file(gen, job, rt, tile=tile, max_output_pixels=max_output_pixels, progress=progress)
+                written += 1
+            except SrganError as err:
+                failed += 1
+                tqdm.write(f"error: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted: {written} of {len(jobs)} images written") from None
     return failed
 
 
@@ -262,6 +275,8 @@ def plan_jobs(inputs: Sequence[str | os.PathLike[str]], output: str, fmt: str | 
         output_format(out)
         if fmt is not None and OUTPUT_FORMATS[f".{fmt}"] != OUTPUT_FORMATS[out.suffix.lower()]:
             raise SrganError(f"{output}: the extension disagrees with --format {fmt}")
+        if _same_file(sources[0], out):
+            raise SrganError(f"{output}: the output would replace the input; choose another output name")
         return [Job(sources[0], out)]
     jobs: dict[Path, Job] = {}
     for source in sources:
@@ -269,7 +284,14 @@ def plan_jobs(inputs: Sequence[str | os.PathLike[str]], output: str, fmt: str | 
         target = out / f"{source.stem}{suffix}"
         if target in jobs:
             raise SrganError(f"{source}: its output {target} is also {jobs[target].source}'s; upscale them into separate folders")
-        if target.resolve() == source.resolve():
+        if _same_file(source, target):
             raise SrganError(f"{source}: the output would replace the input; choose another output folder or --format")
         jobs[target] = Job(source, target)
     return list(jobs.values())
+
+
+def _same_file(source: Path, target: Path) -> bool:
+    """Whether writing `target` would replace `source`: the same path, or a link to it."""
+    if target.exists() and source.exists():
+        return os.path.samefile(source, target)
+    return target.resolve() == source.resolve()

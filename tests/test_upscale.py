@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
+import os
+import pty
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +27,7 @@ from srgan.evaluate import generator_upscaler
 from srgan.models import Discriminator, Generator
 from srgan.runtime import Runtime
 from srgan.upscale import (
+    MIN_TILE,
     Job,
     context_radius,
     is_model_uri,
@@ -30,6 +38,7 @@ from srgan.upscale import (
     upscale_image,
 )
 
+BIN = Path(sys.executable).parent
 CPU_FP32 = Runtime(torch.device("cpu"), "fp32")
 FP32 = ["--device", "cpu", "--precision", "fp32"]
 
@@ -346,3 +355,136 @@ def test_an_existing_output_is_never_half_overwritten(tmp_path: Path, monkeypatc
     assert (tmp_path / "out" / "in.png").read_bytes() == b"the old output"
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["in.png"]
 
+
+
+# --- in a user's hands ----------------------------------------------------------------------------
+
+
+def srgan_command(*args: str | Path, cwd: Path, **popen: object) -> subprocess.Popen[str]:
+    """The installed `srgan` command, as a shell runs it (no MLflow store in the environment)."""
+    env = {key: value for key, value in os.environ.items() if key not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    return subprocess.Popen([str(BIN / "srgan"), *map(str, args), *FP32], cwd=cwd, env=env, text=True, **streams)
+
+
+@pytest.mark.parametrize("output", ["same.png", "./same.png", "link.png"])
+def test_the_input_file_is_never_its_own_output(
+    tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], output: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(smooth_image(12, 16)).save("same.png")
+    (tmp_path / "link.png").symlink_to(tmp_path / "same.png")
+    original = (tmp_path / "same.png").read_bytes()
+    with pytest.raises(SystemExit) as exit_info:
+        upscale_cli("same.png", "-o", output, "--model", model_file)
+    assert exit_info.value.code == 2
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: {output}: the output would replace the input; choose another output name"
+    ]
+    assert (tmp_path / "same.png").read_bytes() == original
+
+
+def test_model_files_that_are_not_checkpoints_get_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    Image.fromarray(smooth_image(12, 16)).save(tmp_path / "in.png")
+    (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
+    (tmp_path / "model.json").write_text('{"format": "srgan-generator-v1"}')
+    mismatched = tmp_path / "mismatched.pt"
+    torch.save({"format": "srgan-generator-v1", "config": generator_config(4, 3, 8, True),
+                "state_dict": random_generator(blocks=2).state_dict()}, mismatched)
+    expected = {
+        "random.pt": "is not an srgan checkpoint (not a readable PyTorch file)",
+        "model.json": "is not an srgan checkpoint (not a readable PyTorch file)",
+        "mismatched.pt": "its weights do not fit its stored config",
+    }
+    for name, message in expected.items():
+        with pytest.raises(SystemExit) as exit_info:
+            upscale_cli(tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", tmp_path / name)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and err.startswith(f"error: {tmp_path / name}: {message}"), err
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_tile_smaller_than_the_minimum_is_refused(tmp_path: Path, model_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    Image.fromarray(smooth_image(12, 16)).save(tmp_path / "in.png")
+    with pytest.raises(SystemExit) as exit_info:
+        upscale_cli(tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model_file, "--tile", "1")
+    assert exit_info.value.code == 2
+    assert f"--tile: must be at least {MIN_TILE} px" in capsys.readouterr().err
+    upscale_cli(tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model_file, "--tile", str(MIN_TILE))
+    assert (tmp_path / "out.png").exists()
+
+
+def test_the_scale_is_stated_on_a_terminal_and_checked_when_given(tmp_path: Path) -> None:
+    x2 = tmp_path / "x2.pt"
+    save_generator(x2, random_generator(scale=2), generator_config(scale=2, blocks=2, channels=8, bicubic_skip=True))
+    Image.fromarray(smooth_image(12, 16)).save(tmp_path / "in.png")
+    refused = srgan_command("upscale", "in.png", "-o", "out.png", "--model", x2, "--scale", "4", cwd=tmp_path)
+    _, err = refused.communicate(timeout=120)
+    assert refused.returncode == 2 and err == f"error: {x2}: a ×2 model, but --scale 4 was asked for\n"
+    assert not (tmp_path / "out.png").exists()
+
+    controller, terminal = pty.openpty()  # stderr on a terminal, as in a shell
+    proc = srgan_command("upscale", "in.png", "-o", "out.png", "--model", x2, cwd=tmp_path, stderr=terminal)
+    os.close(terminal)
+    proc.communicate(timeout=120)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once the command has closed its end
+        while chunk := os.read(controller, 4096):
+            shown += chunk
+    os.close(controller)
+    assert proc.returncode == 0
+    assert f"{x2}: ×2; 1 image to upscale" in shown.decode()
+    with Image.open(tmp_path / "out.png") as out:
+        assert out.size == (32, 24)
+
+
+def test_an_animated_gif_gives_its_first_frame_alone_or_in_a_folder_with_a_warning(
+    tmp_path: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    frames = [Image.fromarray(smooth_image(12, 16, seed=seed)).convert("P") for seed in (1, 2, 3)]
+    frames[0].save(folder / "anim.gif", save_all=True, append_images=frames[1:])
+    upscale_cli(folder / "anim.gif", "-o", tmp_path / "alone.png", "--model", model_file)
+    upscale_cli(folder, "-o", tmp_path / "out", "--model", model_file)
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: {folder / 'anim.gif'}: animated (3 frames); only the first frame is upscaled"] * 2
+    alone = np.array(Image.open(tmp_path / "alone.png"))
+    assert alone.shape == (48, 64, 3)
+    assert np.array_equal(np.array(Image.open(tmp_path / "out" / "anim.png")), alone)
+
+
+def test_ctrl_c_while_upscaling_a_folder_says_how_many_were_written(tmp_path: Path, model_file: Path) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(40):
+        Image.fromarray(smooth_image(200, 200, seed=i)).save(folder / f"photo_{i:02d}.png")
+    out = tmp_path / "out"
+    proc = srgan_command("upscale", folder, "-o", out, "--model", model_file, cwd=tmp_path, start_new_session=True)
+    deadline = time.time() + 120
+    while not (out.is_dir() and any(out.glob("photo_*.png"))) and time.time() < deadline:  # not a temp file
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGINT)  # a terminal's Ctrl-C: the whole foreground group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    written = sorted(out.iterdir())
+    assert err.strip().splitlines()[-1] == f"interrupted: {len(written)} of 40 images written"
+    assert 1 <= len(written) < 40
+    for path in written:  # complete images only, no temporary files
+        with Image.open(path) as image:
+            image.load()
+            assert image.size == (800, 800)
+
+
+def test_a_run_uri_outside_the_repository_gets_a_hint_and_leaves_no_store(tmp_path: Path) -> None:
+    Image.fromarray(smooth_image(12, 16)).save(tmp_path / "in.png")
+    proc = srgan_command("upscale", "in.png", "-o", "out.png", "--model", "runs:/0123456789abcdef/generator", cwd=tmp_path)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    assert err.strip().splitlines()[-1] == (
+        f"error: runs:/0123456789abcdef/generator: no MLflow store here ({tmp_path / 'mlflow.db'} does not exist); "
+        "run from the repository that logged it, or set MLFLOW_TRACKING_URI (e.g. sqlite:////path/to/repo/mlflow.db)"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
