@@ -45,7 +45,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         upscaler = generator_upscaler(gen, rt)
     max_pixels = PreprocessParams().max_pixels
     if args.no_reference:
-        images = read_folder(args.data, max_pixels)
+        images = read_folder(args.data, scale, max_pixels)
         value = mean_niqe([(name, upscaler(lr_img)) for name, lr_img in images], crop_border=scale)
         if args.json:
             print(json.dumps({"model": args.model, "niqe": value, "images": len(images), "crop_border": scale}))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,10 +26,10 @@ from srgan.atomic import write_json, write_text
 from srgan.checkpoint import load_generator
 from srgan.config import Params, flatten
 from srgan.errors import SrganError
-from srgan.imageio import list_images, read_image, write_png
+from srgan.imageio import ImageReadError, list_images, read_image, write_png
 from srgan.imresize import bicubic_upscale, imresize_uint8, modcrop
 from srgan.losses import vgg_weights_origin
-from srgan.metrics import Convention, Scores, average, convention, measure, niqe
+from srgan.metrics import Convention, Scores, average, convention, measure, niqe, niqe_measures, niqe_min_size
 from srgan.models import Generator
 from srgan.runtime import Runtime, resolve_runtime
 from srgan.sources import IMAGE_EXTENSIONS, slug
@@ -78,20 +79,53 @@ def _user_images(folder: Path) -> list[Path]:
     return files
 
 
+def _too_small(path: Path, shape: tuple[int, ...], crop_border: int, factor: int = 1) -> None:
+    """Refuse an image (of `shape`, before an upscaling by `factor`) smaller than every metric
+    needs: NIQE's two 96-px blocks after the border crop are the largest need (SSIM needs 11 px)."""
+    if niqe_measures((shape[0] * factor, shape[1] * factor), crop_border):
+        return
+    short, long = (-(-side // factor) for side in niqe_min_size(crop_border))
+    raise ImageReadError(path, f"too small to measure ({shape[1]}×{shape[0]} px; srgan eval needs at least "
+                               f"{long}×{short} px, either way round)")
+
+
+def _measurable(folder: Path, read: Callable[[Path], T]) -> list[T]:
+    """`read` each image of a user's folder; one that cannot be measured (unreadable, too small)
+    is named in a warning line on stderr and skipped, so the others are still measured."""
+    found, skipped = [], 0
+    for path in _user_images(folder):
+        try:
+            found.append(read(path))
+        except ImageReadError as err:
+            skipped += 1
+            print(f"warning: {path}: {err.reason}; skipped", file=sys.stderr)
+    if not found:
+        raise SrganError(f"{folder}: none of its {skipped} images can be measured (see the warnings above)")
+    return found
+
+
 def pairs_from_hr_folder(folder: Path, scale: int, max_pixels: int) -> list[Pair]:
-    """Read every HR image of a folder and make its LR the way preprocess does (for `srgan eval`)."""
-    files = _user_images(folder)
-    pairs = []
-    for path in files:
-        hr_img = modcrop(read_image(path, max_pixels=max_pixels, keep_gray=True), scale)
-        pairs.append(Pair(path.stem, imresize_uint8(hr_img, 1 / scale), hr_img))
-    return pairs
+    """Every measurable HR image of a folder, with its LR made the way preprocess does (for `srgan eval`)."""
+
+    def read(path: Path) -> Pair:
+        hr_img = read_image(path, max_pixels=max_pixels, keep_gray=True)
+        _too_small(path, hr_img.shape, crop_border=scale)  # the minimum is a multiple of the scale: modcrop keeps it
+        hr_img = modcrop(hr_img, scale)
+        return Pair(path.stem, imresize_uint8(hr_img, 1 / scale), hr_img)
+
+    return _measurable(folder, read)
 
 
-def read_folder(folder: Path, max_pixels: int) -> list[tuple[str, np.ndarray]]:
-    """Every image of a folder as (name, uint8 (H, W, 3) RGB or (H, W) gray), for `--no-reference`."""
-    return [(path.relative_to(folder).as_posix(), read_image(path, max_pixels=max_pixels, keep_gray=True))
-            for path in _user_images(folder)]
+def read_folder(folder: Path, scale: int, max_pixels: int) -> list[tuple[str, np.ndarray]]:
+    """Every image of a folder whose ×`scale` output NIQE measures, as (name, uint8 (H, W, 3) RGB
+    or (H, W) gray), for `--no-reference`."""
+
+    def read(path: Path) -> tuple[str, np.ndarray]:
+        lr_img = read_image(path, max_pixels=max_pixels, keep_gray=True)
+        _too_small(path, lr_img.shape, crop_border=scale, factor=scale)
+        return path.relative_to(folder).as_posix(), lr_img
+
+    return _measurable(folder, read)
 
 
 def pairs_from_prepared(folder: Path, max_pixels: int) -> list[Pair]:

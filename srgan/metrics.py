@@ -369,6 +369,18 @@ def _niqe_features(mscn: np.ndarray, size: int) -> np.ndarray:
     return np.stack(columns, axis=1)
 
 
+def niqe_measures(shape: tuple[int, ...], crop_border: int) -> bool:
+    """Whether an image of `shape` ((H, W[, C])) has the two 96x96 blocks NIQE needs after the
+    border crop (one block has no covariance): at least `niqe_min_size` either way round."""
+    rows, cols = ((side - 2 * crop_border) // _NIQE_BLOCK for side in shape[:2])
+    return rows > 0 and cols > 0 and rows * cols >= 2
+
+
+def niqe_min_size(crop_border: int) -> tuple[int, int]:
+    """The short and long side of the smallest image NIQE measures: 104 x 200 px at crop 4."""
+    return _NIQE_BLOCK + 2 * crop_border, 2 * _NIQE_BLOCK + 2 * crop_border
+
+
 def niqe(image: np.ndarray, *, crop_border: int) -> float:
     """No-reference NIQE (Mittal et al. 2013); lower is better, about 2.5-6 for ordinary photos.
 
@@ -402,7 +414,7 @@ def niqe(image: np.ndarray, *, crop_border: int) -> float:
     if crop_border:
         y = y[crop_border:-crop_border, crop_border:-crop_border]
     rows, cols = y.shape[0] // _NIQE_BLOCK, y.shape[1] // _NIQE_BLOCK
-    if rows * cols < 2:
+    if not niqe_measures(array.shape, crop_border):
         cropped = f", {tuple(y.shape)} after cropping {crop_border} px per side" if crop_border else ""
         raise SrganError(
             f"NIQE needs at least two {_NIQE_BLOCK}x{_NIQE_BLOCK} blocks ({_NIQE_BLOCK}x{2 * _NIQE_BLOCK} or "

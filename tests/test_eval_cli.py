@@ -68,11 +68,35 @@ def test_no_reference_scores_the_upscaled_photos_niqe(tmp_path: Path, capsys: py
     assert bicubic["niqe"] != pytest.approx(got["niqe"], abs=1e-3)
 
 
-def test_an_image_too_small_for_niqe_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    folder = _save(tmp_path / "lr", {"big": imresize_uint8(skimage.data.coffee(), 0.25),
-                                     "tiny": skimage.data.coffee()[:20, :40]})
+@pytest.mark.parametrize("no_reference", [False, True])
+def test_images_too_small_to_measure_are_named_and_skipped_and_the_rest_measured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], no_reference: bool
+) -> None:
+    """The smallest image measured: 200x104 px HR (26x50 px LR at x4 for --no-reference), either way
+    round: NIQE's two 96-px blocks after the 4-px border crop. 2x2 to 16x16 images used to abort
+    the whole eval (a traceback for 2x2)."""
+    coffee = skimage.data.coffee()
+    smallest = (26, 50) if no_reference else (104, 200)
+    images = {f"tiny{side}": coffee[:side, :side] for side in (2, 3, 9, 16)}
+    images |= {"smallest": coffee[: smallest[0], : smallest[1]], "rotated": coffee[: smallest[1], : smallest[0]],
+               "one_short": coffee[: smallest[0] - 1, : smallest[1]]}
+    folder = _save(tmp_path / "data", images)
+    argv = ["eval", "--model", "bicubic", "--data", str(folder), "--json"] + ["--no-reference"] * no_reference
+    main(argv)
+    out, err = capsys.readouterr()
+    got = json.loads(out)
+    assert got["images"] == 2 and 0 < got["niqe"] < 30
+    need = f"{smallest[1]}×{smallest[0]}"
+    sizes = {"tiny2": "2×2", "tiny3": "3×3", "tiny9": "9×9", "tiny16": "16×16",
+             "one_short": f"{smallest[1]}×{smallest[0] - 1}"}
+    assert sorted(err.splitlines()) == sorted(
+        f"warning: {folder / name}.png: too small to measure ({size} px; srgan eval needs at least {need} px, "
+        "either way round); skipped" for name, size in sizes.items()
+    )
+
+    for name in ("smallest", "rotated"):
+        (folder / f"{name}.png").unlink()
     with pytest.raises(SystemExit) as exit_info:
-        main(["eval", "--model", "bicubic", "--data", str(folder), "--no-reference"])
+        main(argv)
     assert exit_info.value.code == 2
-    (line,) = capsys.readouterr().err.splitlines()
-    assert line.startswith("error: tiny.png: NIQE needs at least two 96x96 blocks")
+    assert capsys.readouterr().err.splitlines()[-1] == f"error: {folder}: none of its 5 images can be measured (see the warnings above)"
