@@ -256,7 +256,8 @@ def prepare(
          "val":   {same keys: all held-out images, of which at most max_val_patches patches
                    are kept; images equal train's only when a single image is usable},
          "eval":  {slug: {"images": ["<stem>.png", ...], "num_images": int}, ...},
-         "skipped": [{"source": "train" | "eval/<slug>", "file": path, "reason": str}, ...]}
+         "skipped": [{"source": "train" | "eval/<slug>", "file": path, "reason": str}, ...],
+         "warnings": [str, ...]}   # what makes the result less than it seems (a single training image)
 
     Image paths are relative to their source folder. Raises `SrganError` when no training
     image is usable.
@@ -299,6 +300,10 @@ def _prepare_into(
         )
 
     train_names, val_names = split_images(list(sizes), settings.val_fraction, seed)
+    warnings = []
+    if set(val_names) & set(train_names):
+        warnings.append(f"{train_dir}: only one usable training image, so validation uses patches of it: "
+                        "the validation PSNR is not held out; add images to data.train")
     val_corners = select_val_patches(
         {name: sizes[name] for name in val_names}, hr_size=hr_size, stride=stride, limit=settings.max_val_patches, seed=seed
     )
@@ -331,6 +336,7 @@ def _prepare_into(
         **splits,
         "eval": eval_sets,
         "skipped": skipped,
+        "warnings": warnings,
     }
 
 

@@ -9,6 +9,7 @@ The paths come from dvc.yaml; everything else from the `seed`, `scale`, `data` a
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from srgan.config import flatten, load_params
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
         }
         tracker.log_metrics(counts, step=0)
         tracker.log_artifact(args.out / MANIFEST)
+    for warning in manifest["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
     evals = ", ".join(f"{slug} {entry['num_images']}" for slug, entry in manifest["eval"].items())
     print(
         f"preprocess: train {train['num_images']} images / {train['num_patches']} patches, "

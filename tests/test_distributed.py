@@ -100,13 +100,9 @@ def test_two_process_pretrain_resumes_and_matches_one_process_gradient_accumulat
 
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("srgan").experiment_id])
-    # One run per launch, from rank 0 only, and none left RUNNING: the killed launch's run ends
-    # FAILED when rank 0 sees its peer vanish before its own watchdog fires, else the next launch
-    # marks it KILLED; then the resumed one. A worker orphaned by the kill would finish a third.
-    assert len(runs) == 2
-    (finished,) = [r for r in runs if r.info.status == "FINISHED"]
-    (killed,) = [r for r in runs if r is not finished]
-    assert killed.info.status in ("FAILED", "KILLED")
+    # One run, from rank 0 only: the resumed launch continues the run its checkpoint names.
+    (finished,) = runs
+    assert finished.info.status == "FINISHED"
     assert finished.data.params["runtime.world_size"] == "2"
     assert client.get_metric_history(finished.info.run_id, "loss")[-1].step == STEPS
 

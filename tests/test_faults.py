@@ -67,7 +67,7 @@ def assert_complete(path: Path) -> None:
     elif path.suffix == ".csv":
         rows = list(csv.reader(path.open()))
         assert rows and all(len(row) == len(rows[0]) for row in rows), path
-    elif path.suffix == ".md":
+    elif path.suffix in (".md", ".checked"):  # results.md, the params check's stamp
         assert path.read_text().strip(), path
     else:
         raise AssertionError(f"unexpected file under an out: {path}")
@@ -85,13 +85,14 @@ def assert_no_partial_outs(project: Path) -> None:
 
 
 def stage_processes(project: Path) -> dict[str, psutil.Process]:
-    """The running `python -m stages.<name>` processes of this project, by stage name."""
+    """The running `python -m stages.<name>` processes of this project, by stage name. The
+    `params` check (well under a second, one stamp file written atomically) is not among them."""
     found = {}
     for proc in psutil.process_iter(["cmdline", "cwd"]):
         cmdline = proc.info["cmdline"] or []
         if proc.info["cwd"] == str(project) and "-m" in cmdline:
             module = cmdline[cmdline.index("-m") + 1] if cmdline.index("-m") + 1 < len(cmdline) else ""
-            if module.startswith("stages."):
+            if module.removeprefix("stages.") in STAGES:
                 found[module.removeprefix("stages.")] = proc
     return found
 

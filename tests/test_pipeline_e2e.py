@@ -22,7 +22,7 @@ import pytest
 import torch
 from torchvision.models import vgg19
 
-from project import BIN, TINY, make_project, mlflow_runs, out_hashes, photo, run, tiny_images
+from project import BIN, REPO, TINY, make_project, mlflow_runs, out_hashes, photo, run, tiny_images
 
 pytestmark = pytest.mark.e2e
 
@@ -86,6 +86,48 @@ def test_exp_run_reruns_only_train_and_evaluate(pipeline: Path) -> None:
     assert sorted(r.data.tags["stage"] for r in new) == ["evaluate", "train"]
     assert {r.data.tags["dvc_exp"] for r in new} == {"adv2"}
     assert {r.data.params["train.adv_weight"] for r in new} == {"0.002"}
+
+
+def readme_block(after: str) -> list[str]:
+    """The commands of the README's first ```bash block after the line containing `after`."""
+    text = (REPO / "README.md").read_text()
+    block = text[text.index(after):].split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
+
+
+@pytest.mark.parametrize(("setting", "key"), [("+sede=1", "sede"), ("+train.adv_wieght=1e-3", "train.adv_wieght")])
+def test_a_typo_in_exp_run_is_refused_before_any_out_is_touched_and_the_readme_recovers(
+    pipeline: Path, setting: str, key: str
+) -> None:
+    """`-S +key` adds a key: at top level no stage reads it (it used to pass and be recorded as an
+    experiment); inside a section the train stage used to remove its outs before refusing it."""
+    run(["git", "add", "-A"], pipeline)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "the last good state", "--allow-empty"], pipeline)
+    outs = {path: (pipeline / path).read_bytes() for path in ("models/srgan.pt", "reports/plots/train.csv")}
+    failed = run(["dvc", "exp", "run", "-S", setting], pipeline, check=False)
+    log = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert f"error: params: unknown key {key};" in log
+    assert "Running stage 'params'" in log and "Running stage 'train'" not in log
+    assert {path: (pipeline / path).read_bytes() for path in outs} == outs
+    assert key.split(".")[-1] in (pipeline / "params.yaml").read_text()  # DVC keeps the -S edit
+
+    for command in readme_block("**When `dvc exp run` fails**"):
+        result = run(["bash", "-c", command], pipeline)
+    assert "Data and pipelines are up to date." in result.stdout
+    assert key.split(".")[-1] not in (pipeline / "params.yaml").read_text()
+    assert {path: (pipeline / path).read_bytes() for path in outs} == outs
+
+
+def test_the_readmes_exp_show_keeps_params_and_metrics_readable(pipeline: Path) -> None:
+    run(["dvc", "exp", "run", "-n", "adv3", "-S", "train.adv_weight=0.003"], pipeline)
+    (command,) = [line for line in readme_block("## Variants and comparisons") if line.startswith("dvc exp show")]
+    shown = run(["bash", "-c", command], pipeline, env={"COLUMNS": "250"}).stdout
+    lines = shown.splitlines()
+    assert max(map(len, lines)) <= 250, shown
+    header = next(line for line in lines if "Experiment" in line)
+    assert "adv_weight" in header and "psnr" in header and ".py" not in header, header
+    assert any("adv3" in line and "0.003" in line for line in lines), shown
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):

@@ -257,6 +257,24 @@ def test_stage_reads_params_and_raw_folders(inputs: tuple[Path, Path], tmp_path:
     assert manifest["train"]["num_images"] + manifest["val"]["num_images"] == 7
 
 
+def test_a_single_training_image_is_warned_about_in_the_log_and_the_manifest(tmp_path: Path) -> None:
+    for folder in ("raw/div2k", "raw/set5"):
+        (tmp_path / folder).mkdir(parents=True)
+    Image.fromarray(_photo(200, 200, 0)).save(tmp_path / "raw/div2k/only.png")
+    Image.fromarray(_photo(120, 120, 1)).save(tmp_path / "raw/set5/a.png")
+    (tmp_path / "params.yaml").write_text(
+        "data: {train: div2k, eval: [set5]}\npreprocess: {hr_size: 96, stride: 96, val_fraction: 0.1, workers: 1}\n"
+    )
+    result = _run_stage(tmp_path)
+    assert result.returncode == 0, result.stderr
+    message = ("raw/div2k: only one usable training image, so validation uses patches of it: "
+               "the validation PSNR is not held out; add images to data.train")
+    assert f"warning: {message}" in result.stderr.splitlines()
+    manifest = json.loads((tmp_path / "data/prepared/manifest.json").read_text())
+    assert manifest["warnings"] == [message]
+    assert manifest["train"]["images"] == manifest["val"]["images"] == ["only.png"]
+
+
 def test_stage_rejects_unknown_params_key(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("preprocess:\n  hr_sise: 128\n")
     result = _run_stage(tmp_path)

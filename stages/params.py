@@ -1,0 +1,30 @@
+"""DVC stage `params`: check all of params.yaml before any other stage runs (path from dvc.yaml).
+
+The other stages depend on the keys they read, so a key that none reads (a typo'd top-level key
+such as `dvc exp run -S +sede=1`) would pass unnoticed and be recorded as an experiment. This
+stage depends on the whole file; `download` depends on its stamp, so a bad params.yaml stops
+`dvc repro` here, before any stage has removed its outs. The stamp's text never changes, so a
+valid edit re-runs only the stages whose keys changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from srgan.atomic import write_text
+from srgan.config import load_params
+from srgan.errors import exit_on_error
+
+
+@exit_on_error
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stamp", type=Path, required=True, help="file written once params.yaml is valid")
+    args = parser.parse_args()
+    load_params()
+    write_text(args.stamp, "params.yaml: every key known, every value valid\n")
+
+
+if __name__ == "__main__":
+    main()
