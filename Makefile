@@ -27,7 +27,7 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(RUN) python -m pytest -q -m "not e2e"
 
-# The seed's and the paper's scale: Mirflickr25k, the seed's 64→256 patches and
+# The reference slides' and the paper's scale: Mirflickr25k, the slides' 64→256 patches and
 # batch 8, the paper's 16 blocks, 1e6 SRResNet and 2e5 SRGAN updates, VGG54 content loss on the
 # Oxford VGG19 the paper used (packaged, 8-bit quantised), Set5/Set14/BSD100. Needs the network
 # and, in practice, a GPU. PAPER_EXTRA appends more overrides (the last value of a key wins),
