@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 
+from srgan import checkpoint
 from srgan.checkpoint import load_generator, save_generator, generator_config
 from srgan.errors import SrganError
 from srgan.models import Generator
@@ -97,17 +99,30 @@ def test_tiny_pretrain_and_train_are_recorded_in_mlflow(tmp_path: Path) -> None:
 
 
 def test_nan_loss_stops_the_stage_and_keeps_the_last_checkpoint(tmp_path: Path) -> None:
-    write_tiny_project(tmp_path, steps=20)
-    params = (tmp_path / "params.yaml").read_text().replace("pretrain: {", "pretrain: {learning_rate: 1.0e+30, ")
-    (tmp_path / "params.yaml").write_text(params)
-    proc = stage(tmp_path, "pretrain", *PRETRAIN)
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 2
-    assert "error: pretrain: loss loss=nan" in err or "error: pretrain: loss loss=inf" in err
+    """A run stopped at a checkpoint resumes with Adam's running means poisoned (×1e30: the
+    next update throws the weights to inf, as a runaway learning rate would). The loss check
+    must stop the stage before a checkpoint is written from those weights: the good one stays."""
+    write_tiny_project(tmp_path, steps=400)
+    first = stage(tmp_path, "pretrain", *PRETRAIN)
+    checkpoints = wait_for_first_checkpoint(tmp_path)
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=120)
+    assert first.returncode == 130, err
+    (path,) = checkpoints.glob("*/last.pt")
+    saved = checkpoint.load(path, checkpoint.TRAINING_FORMAT)
+    for state in saved["opt_g"]["state"].values():
+        state["exp_avg"] = state["exp_avg"] * 1e30
+    checkpoint.save(path, saved)
+    good = path.read_bytes()
+
+    second = stage(tmp_path, "pretrain", *PRETRAIN)
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 2, err
+    failed_at = int(re.search(r"error: pretrain: loss loss=(?:nan|inf) at step (\d+);", err).group(1))
+    assert saved["step"] < failed_at < 400
+    assert path.read_bytes() == good  # not overwritten with the non-finite weights
+    assert all(torch.isfinite(v).all() for v in saved["generator"].values() if v.is_floating_point())
     assert not (tmp_path / "models" / "srresnet.pt").exists()
-    for ckpt in (tmp_path / ".cache").glob("pretrain/*/last.pt"):
-        state = torch.load(ckpt, weights_only=True)
-        assert all(torch.isfinite(v).all() for v in state["generator"].values() if v.is_floating_point())
 
 
 def test_checkpoint_from_another_architecture_is_refused(tmp_path: Path) -> None:
