@@ -2,7 +2,9 @@
 
 A typo in `dvc exp run -S train.adv_wieght=…` must fail before any work starts, naming the key,
 instead of silently training with a default. Each section here mirrors one section of
-`params.yaml`; the comments on the keys live there, next to the values users edit.
+`params.yaml`; the comments on the keys live there, next to the values users edit. A key left
+out of a params file gets the default written here, which equals the committed `params.yaml`'s
+value (tests/test_config.py holds the two equal, key by key).
 """
 
 from __future__ import annotations
@@ -55,11 +57,11 @@ class DownloadParams:
 @dataclass(frozen=True)
 class PreprocessParams:
     hr_size: int = field(default=256, metadata=POSITIVE)
-    stride: int = field(default=256, metadata=POSITIVE)
+    stride: int = field(default=128, metadata=POSITIVE)
     val_fraction: float = field(default=0.1, metadata=FRACTION)
-    max_val_patches: int = field(default=64, metadata=POSITIVE)
+    max_val_patches: int = field(default=16, metadata=POSITIVE)
     max_pixels: int = field(default=100_000_000, metadata=POSITIVE)
-    shard_size: int = field(default=1024, metadata=POSITIVE)
+    shard_size: int = field(default=512, metadata=POSITIVE)
     workers: int = field(default=0, metadata=NON_NEGATIVE)
 
 
@@ -67,7 +69,7 @@ class PreprocessParams:
 class ModelParams:
     blocks: int = field(default=16, metadata=POSITIVE)
     channels: int = field(default=64, metadata=POSITIVE)
-    bicubic_skip: bool = False
+    bicubic_skip: bool = True
     d_channels: int = field(default=64, metadata=POSITIVE)
 
 
@@ -81,19 +83,19 @@ class RuntimeParams:
 
 @dataclass(frozen=True)
 class PretrainParams:
-    steps: int = field(default=1000, metadata=POSITIVE)
+    steps: int = field(default=300, metadata=POSITIVE)
     batch_size: int = field(default=16, metadata=POSITIVE)
     crop_size: int = field(default=96, metadata=POSITIVE)
-    learning_rate: float = field(default=1e-4, metadata=POSITIVE)
-    decay_at: float = field(default=1.0, metadata=_check(lambda v: 0 < v <= 1, "must be in (0, 1]"))
+    learning_rate: float = field(default=2e-4, metadata=POSITIVE)
+    decay_at: float = field(default=0.8, metadata=_check(lambda v: 0 < v <= 1, "must be in (0, 1]"))
     val_every: int = field(default=100, metadata=POSITIVE)
     checkpoint_every: int = field(default=100, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    steps: int = field(default=1000, metadata=POSITIVE)
-    batch_size: int = field(default=16, metadata=POSITIVE)
+    steps: int = field(default=80, metadata=POSITIVE)
+    batch_size: int = field(default=8, metadata=POSITIVE)
     crop_size: int = field(default=96, metadata=POSITIVE)
     learning_rate: float = field(default=1e-4, metadata=POSITIVE)
     decay_at: float = field(default=0.5, metadata=_check(lambda v: 0 < v <= 1, "must be in (0, 1]"))
@@ -101,8 +103,8 @@ class TrainParams:
     vgg_weights: str = "oxford"
     adv_weight: float = field(default=1e-3, metadata=NON_NEGATIVE)
     d_steps: int = field(default=1, metadata=POSITIVE)
-    val_every: int = field(default=100, metadata=POSITIVE)
-    checkpoint_every: int = field(default=100, metadata=POSITIVE)
+    val_every: int = field(default=20, metadata=POSITIVE)
+    checkpoint_every: int = field(default=20, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,7 @@ def trade_off(result: SetResults) -> str:
 
 
 def results_markdown(results: dict[str, SetResults], conv: Convention, notes: Sequence[str]) -> str:
-    """The seed's table per set (rows MSE, PSNR, SSIM, NIQE; one column per model, and HR's NIQE),
+    """The reference slides' table per set (rows MSE, PSNR, SSIM, NIQE; one column per model, and HR's NIQE),
     the paper's rows where it has the set, the trade-off in one sentence, and the plot."""
     columns = [*MODELS, "hr"]
     lines = ["# Results", "", f"Metric convention: {conv.describe()}; images in 0–255. NIQE (no-reference, "
@@ -327,7 +327,7 @@ def departures(params: Params) -> list[str]:
         notes.append(f"SRGAN content loss {params.train.content_loss} on {vgg_weights_origin(params.train.vgg_weights)}"
                      + ("" if params.train.content_loss == "vgg54" else " (the paper's best: vgg54)"))
     if params.data.train not in ("mirflickr25k",):
-        notes.append(f"trained on `{params.data.train}` (the paper: 350k ImageNet images; the seed: Mirflickr25k)")
+        notes.append(f"trained on `{params.data.train}` (the paper: 350k ImageNet images; the reference slides: Mirflickr25k)")
     notes.append(f"schedule: {params.pretrain.steps} SRResNet and {params.train.steps} SRGAN updates, "
                  f"batch {params.pretrain.batch_size}/{params.train.batch_size}, HR crops "
                  f"{params.pretrain.crop_size}/{params.train.crop_size} px (the paper: 1e6 and 2e5 updates, batch 16, 96 px)")

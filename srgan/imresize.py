@@ -7,25 +7,9 @@ The published super-resolution baselines were made with MATLAB's
 rounded half away from zero and saturated to uint8 before the next one. This module reproduces
 that, so LR images and the bicubic baseline match the literature numbers.
 
-Why our own and not a library (libraries were tried first). Measured on the bicubic x4
-baselines, matlab convention; must match Set5 28.42 / 0.8104, Set14 26.00 / 0.7027,
-BSD100 25.96 / 0.6675 within 0.01 dB / 0.001:
-- `bicubic-pytorch` 0.1.2.1 (maintained fork of the EDSR authors' port): Set5 28.4189 / 0.8102,
-  Set14 25.9933 / 0.7024, BSD100 25.9579 / 0.6674. The averages pass, but its uint8 output is
-  not MATLAB's: it runs both passes in float32 (its `cast_input` test is always true) and rounds
-  once, half to even, so 19% of the benchmarks' LR and bicubic pixels differ from this module's,
-  by up to 14 grey levels (where MATLAB clips the overshoot between passes). Driven one pass at
-  a time with MATLAB rounding in between, it is pixel-identical to this module on all 119
-  images (same kernel and padding), but then the wrapper is as long as this code, float32
-  inside (float results off by up to 8e-5), and over 10x slower on a 2000x1500 RGB /4
-  (1.4-2.4 s against 0.1 s), because its `unfold` copies the image once per tap.
-- `resize-right` 0.0.2 (measured the same way): Set5 28.410 / 0.8102, Set14 25.996 / 0.7024,
-  at the edge of the tolerance; its LR borders differ from symmetric padding by up to 38 levels.
-This module: Set5 28.4164 / 0.8101, Set14 25.9903 / 0.7023, BSD100 25.9558 / 0.6672, inside the
-tolerance, Set14 only 0.0003 dB from its edge (tests/test_metrics.py, the baselines test).
-Rounding once at the end instead would give 28.4189 / 25.9933 / 25.9579, but MATLAB rounds per
-pass: its uint8 class is kept between passes, and fatheral/matlab_imresize, checked
-pixel-exact against MATLAB R2015b, rounds per pass too.
+Why our own and not a library: the libraries tried either round differently between the two
+passes or pad differently, so their LR pixels are not MATLAB's (docs/architecture.md, "Why our
+own imresize", has the measurements).
 """
 
 from __future__ import annotations

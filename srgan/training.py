@@ -1,6 +1,6 @@
 """Training: small step functions, one loop, and the two stages built from them.
 
-`mse_step` trains SRResNet; `discriminator_step` and `generator_step` are the seed's SRGAN
+`mse_step` trains SRResNet; `discriminator_step` and `generator_step` are the reference slides' SRGAN
 algorithm (k D steps on fresh batches, then one G step; D frozen during the G step, fakes
 detached for the D step). `run_loop` knows nothing of models: it calls a step function, reports
 scalars at log intervals, validates, checkpoints, and stops cleanly on Ctrl-C.
