@@ -45,6 +45,29 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
+def _use_store(uri: str) -> None:
+    """Point mlflow at `uri`; a new sqlite store is built under a temporary name first.
+
+    MLflow creates a store's tables by a chain of migrations. A process killed in the middle
+    (a stage SIGKILLed or Ctrl-C'd while it opened the first store) left a half-migrated
+    mlflow.db ("table _alembic_tmp_experiments already exists") on which every later stage
+    failed. Built beside it and linked into place, the store is complete or absent; of two
+    processes building it at once, the first link wins and the other's copy is dropped.
+    """
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///"))
+        if not path.exists():
+            temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+            try:
+                MlflowClient(f"sqlite:///{temporary}")  # builds and migrates the tables
+                os.link(temporary, path)
+            except FileExistsError:
+                pass
+            finally:
+                temporary.unlink(missing_ok=True)
+    mlflow.set_tracking_uri(uri)
+
+
 def _retry(call: Callable[[], T], attempts: int = 20) -> T:
     """Retry a store call that lost a race for sqlite's write lock (concurrent `dvc exp` runs)."""
     for attempt in range(attempts):
@@ -203,7 +226,7 @@ def stage_run(stage: str, params: dict[str, Any], enabled: bool = True, resume: 
     if not enabled:
         yield _Disabled()
         return
-    mlflow.set_tracking_uri(tracking_uri())
+    _use_store(tracking_uri())
     experiment_id = _retry(_experiment_id)
     root = project_root()
     _end_runs_of_dead_processes(experiment_id)
@@ -243,7 +266,7 @@ def load_generator_from_uri(model_uri: str) -> torch.nn.Module:
             "(e.g. sqlite:////path/to/repo/mlflow.db)")
     if not os.environ.get("MLFLOW_TRACKING_URI") and not (project_root() / "mlflow.db").is_file():
         raise SrganError(f"{model_uri}: no MLflow store here ({project_root() / 'mlflow.db'} does not exist); {hint}")
-    mlflow.set_tracking_uri(tracking_uri())
+    _use_store(tracking_uri())
     try:
         return mlflow.pytorch.load_model(model_uri, map_location="cpu")
     except (MlflowException, OSError) as err:
