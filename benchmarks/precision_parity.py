@@ -3,7 +3,7 @@
     python benchmarks/precision_parity.py [--data data/prepared] [--steps N]
 
 Trains the default pretrain schedule (params.yaml's seed, scale, model and pretrain sections) in
-fp32 and in bf16, for three seeds each, through the pipeline's own `srgan.training.pretrain`, and
+fp32 and in bf16, for three seeds each, through the pipeline's own `srgan.training.stages.pretrain`, and
 compares the final validation PSNRs: bf16 passes when |mean bf16 − mean fp32| ≤ max(fp32 spread
 over the seeds, 0.05 dB). The acceptance figure is the default schedule; `--steps` shortens it
 for a quick look, which says little about parity at the end of the real schedule.
@@ -30,10 +30,10 @@ from pathlib import Path
 
 import yaml
 
-from srgan.config import Params, load_params
-from srgan.errors import SrganError, exit_on_error
-from srgan.runtime import cpu_name
-from srgan.training import pretrain
+from srgan.core.config import Params, load_params
+from srgan.core.errors import SrganError, exit_on_error
+from srgan.core.runtime import cpu_name
+from srgan.training.stages import pretrain
 
 PRECISIONS = ("fp32", "bf16")
 SEEDS = 3
@@ -91,7 +91,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, help="preprocessed shards folder (default: dvc.yaml's prepared folder)")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default: params.yaml)")
-    parser.add_argument("--steps", type=int, help="pretrain steps instead of params.yaml's (a quick look, not the acceptance figure)")
+    parser.add_argument(
+        "--steps", type=int, help="pretrain steps instead of params.yaml's (a quick look, not the acceptance figure)"
+    )
     args = parser.parse_args(argv)
     if args.steps is not None and args.steps < 1:
         parser.error("--steps must be at least 1")
@@ -105,17 +107,23 @@ def main(argv: list[str] | None = None) -> None:
     if args.steps is not None:
         params = dataclasses.replace(params, pretrain=dataclasses.replace(params.pretrain, steps=args.steps))
     schedule = "default schedule" if args.steps is None else "SHORTENED schedule (not the acceptance figure)"
-    print(f"pretrain {params.pretrain.steps} steps, {schedule}; {params.model.blocks} blocks; {cpu_name()}; data {data}")
+    print(
+        f"pretrain {params.pretrain.steps} steps, {schedule}; {params.model.blocks} blocks; {cpu_name()}; data {data}"
+    )
     psnrs: dict[str, list[float]] = {precision: [] for precision in PRECISIONS}
     for seed in range(params.seed, params.seed + SEEDS):
         for precision in PRECISIONS:
             started = time.perf_counter()
             psnr = train_once(params, data, precision, seed)
             psnrs[precision].append(psnr)
-            print(f"{precision} seed {seed}: val PSNR {psnr:.4f} dB ({time.perf_counter() - started:.0f} s)", flush=True)
+            print(
+                f"{precision} seed {seed}: val PSNR {psnr:.4f} dB ({time.perf_counter() - started:.0f} s)", flush=True
+            )
     spread, difference, tolerance, passed = parity(psnrs)
     for precision, values in psnrs.items():
-        print(f"{precision}: mean {statistics.mean(values):.4f} dB, spread (max-min) {max(values) - min(values):.4f} dB")
+        print(
+            f"{precision}: mean {statistics.mean(values):.4f} dB, spread (max-min) {max(values) - min(values):.4f} dB"
+        )
     print(
         f"|mean bf16 - mean fp32| = {difference:.4f} dB, tolerance max(fp32 spread {spread:.4f}, {MIN_TOLERANCE_DB}) "
         f"= {tolerance:.4f} dB: {'PASS' if passed else 'FAIL'}"

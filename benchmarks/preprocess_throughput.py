@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/preprocess_throughput.py [--images 64] [--repeats 5]
 
 Writes `--images` 500×375 JPEGs (Mirflickr25k's typical size) into a temp folder and runs
-`srgan.preprocess.prepare` on them with the `preprocess` settings of params.yaml, once with
+`srgan.data.preprocess.prepare` on them with the `preprocess` settings of params.yaml, once with
 one worker per core and once in-process with one worker. The two are interleaved and repeated
 because the machines are noisy; medians are reported. Times include the worker
 pool's start-up, which the stage pays too.
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from srgan.config import load_params
-from srgan.preprocess import prepare
+from srgan.core.config import load_params
+from srgan.data.preprocess import prepare
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -55,7 +55,9 @@ def main() -> None:
             for workers in seconds:
                 settings = dataclasses.replace(params.preprocess, workers=workers)
                 start = time.perf_counter()
-                manifest = prepare(images, {}, Path(tmp) / "out", seed=params.seed, scale=params.scale, settings=settings)
+                manifest = prepare(
+                    images, {}, Path(tmp) / "out", seed=params.seed, scale=params.scale, settings=settings
+                )
                 seconds[workers].append(time.perf_counter() - start)
     patches = manifest["train"]["num_patches"] + manifest["val"]["num_patches"]
     rate = {workers: args.images / statistics.median(times) for workers, times in seconds.items()}

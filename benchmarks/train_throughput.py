@@ -4,8 +4,8 @@
 
 Shared CPUs are noisy, so no figure stands alone: every workload is measured as a plain fp32
 PyTorch loop of the same model (the reference: fp32, contiguous NCHW, for-loop Adam, no
-autocast) and the pipeline's own path (`srgan.training` step functions under bf16 autocast,
-channels_last models and inputs through `srgan.data.to_float`, fused Adam from `srgan.training.adam`,
+autocast) and the pipeline's own path (`srgan.training.steps` functions under bf16 autocast,
+channels_last models and inputs through `srgan.data.batches.to_float`, fused Adam from `srgan.training.steps.adam`,
 the generator's sub-pixel tail),
 run one step each in turn, `--reps` times, after one untimed warm-up step each. The ratio is the
 median over repetitions of the reference's step time over the candidate's, taken within a
@@ -29,18 +29,17 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 from torch._inductor.utils import fresh_cache
 from torch.utils.flop_counter import FlopCounterMode
 
-from srgan.data import to_float
-from srgan.losses import ContentLoss, adversarial_loss, discriminator_loss
-from srgan.models import Discriminator, Generator
-from srgan.runtime import Runtime, cpu_name
-from srgan.training import adam, discriminator_step, generator_step, mse_step
+from srgan.core.runtime import Runtime, cpu_name
+from srgan.data.batches import to_float
+from srgan.models.networks import Discriminator, Generator
+from srgan.training.losses import ContentLoss, adversarial_loss, discriminator_loss
+from srgan.training.steps import adam, discriminator_step, generator_step, mse_step
 
 LEARNING_RATE = 1e-4
 ADV_WEIGHT = 1e-3
@@ -81,7 +80,7 @@ class Workload:
 
     @property
     def batches_per_step(self) -> int:
-        # A GAN iteration takes d_steps (1) + 1 fresh batches, as srgan.training.train_gan does.
+        # A GAN iteration takes d_steps (1) + 1 fresh batches, as srgan.training.stages.train_gan does.
         return 1 if self.content is None else 2
 
 
@@ -116,7 +115,9 @@ def _batches(work: Workload) -> list[tuple[torch.Tensor, torch.Tensor]]:
     return [
         (
             torch.randint(0, 256, (work.batch_size, 3, lr_side, lr_side), dtype=torch.uint8, generator=generator),
-            torch.randint(0, 256, (work.batch_size, 3, work.crop_size, work.crop_size), dtype=torch.uint8, generator=generator),
+            torch.randint(
+                0, 256, (work.batch_size, 3, work.crop_size, work.crop_size), dtype=torch.uint8, generator=generator
+            ),
         )
         for _ in range(work.batches_per_step)
     ]
@@ -148,7 +149,7 @@ def reference_step(work: Workload, content_loss: nn.Module | None, subpixel_tail
     opt_g = _plain_adam(gen)
     batches = _batches(work)
     if disc is None:
-        (lr_u8, hr_u8), = batches
+        ((lr_u8, hr_u8),) = batches
 
         def step() -> None:
             sr_img = gen(_plain_float(lr_u8))
@@ -182,7 +183,7 @@ def reference_step(work: Workload, content_loss: nn.Module | None, subpixel_tail
 
 
 def pipeline_step(work: Workload, content_loss: nn.Module | None, compile_mode: str | None = None) -> Step:
-    """The pipeline's own step: srgan.training's step functions, set up as pretrain/train_gan do."""
+    """The pipeline's own step: srgan.training.steps' functions, set up as pretrain/train_gan do."""
     rt = Runtime(CPU, "bf16")
     gen, disc = _models(work)
     gen = gen.to(CPU, memory_format=torch.channels_last)
@@ -194,7 +195,7 @@ def pipeline_step(work: Workload, content_loss: nn.Module | None, compile_mode: 
         torch._dynamo.reset()
         gen = torch.compile(gen, mode=compile_mode)
     if disc is None:
-        (lr_u8, hr_u8), = batches
+        ((lr_u8, hr_u8),) = batches
 
         def step() -> None:
             mse_step(gen, opt_g, to_float(lr_u8, CPU), to_float(hr_u8, CPU), rt)
@@ -219,7 +220,9 @@ def _timed(step: Step) -> float:
     return time.perf_counter() - start
 
 
-def measure(work: Workload, content_loss: nn.Module | None, reps: int, compile_modes: Sequence[str] = ()) -> list[Result]:
+def measure(
+    work: Workload, content_loss: nn.Module | None, reps: int, compile_modes: Sequence[str] = ()
+) -> list[Result]:
     """Reference, pipeline and (for SRResNet) compiled-pipeline variants of `work`, interleaved.
 
     Each variant first runs one untimed warm-up step (optimizer state, oneDNN primitives, and the
@@ -227,7 +230,10 @@ def measure(work: Workload, content_loss: nn.Module | None, reps: int, compile_m
     repetition runs one step of every variant, in alternating order so no variant always
     follows the same neighbour.
     """
-    variants: dict[str, Step] = {REFERENCE: reference_step(work, content_loss), CANDIDATE: pipeline_step(work, content_loss)}
+    variants: dict[str, Step] = {
+        REFERENCE: reference_step(work, content_loss),
+        CANDIDATE: pipeline_step(work, content_loss),
+    }
     if work.content is None:
         variants[REFERENCE_SUBPIXEL] = reference_step(work, None, subpixel_tail=True)
     compiled = [_compile_name(mode) for mode in compile_modes] if work.content is None else []
@@ -281,7 +287,9 @@ def _load_average() -> list[float]:
 
 def report_json(results: Sequence[Result], meta: dict[str, object]) -> dict[str, object]:
     """The one-line JSON: run facts, `srresnet_speedup` (pipeline vs plain, default patch), every row."""
-    speedup = next(r.ratio for r in results if r.workload == "srresnet" and r.patch == "default" and r.variant == CANDIDATE)
+    speedup = next(
+        r.ratio for r in results if r.workload == "srresnet" and r.patch == "default" and r.variant == CANDIDATE
+    )
     return {**meta, "srresnet_speedup": round(speedup, 3), "results": [asdict(r) for r in results]}
 
 
@@ -304,9 +312,12 @@ def format_table(results: Sequence[Result], workloads: Sequence[Workload]) -> st
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--reps", type=int, default=5, help="timed repetitions per variant (the acceptance figure uses >= 5)")
     parser.add_argument(
-        "--compile-modes", default="default,max-autotune-no-cudagraphs",
+        "--reps", type=int, default=5, help="timed repetitions per variant (the acceptance figure uses >= 5)"
+    )
+    parser.add_argument(
+        "--compile-modes",
+        default="default,max-autotune-no-cudagraphs",
         help="comma-separated torch.compile modes for the SRResNet step at the default patch; empty: none",
     )
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line, last")
@@ -318,7 +329,9 @@ def main(argv: list[str] | None = None) -> None:
     losses = content_losses(WORKLOADS)
     for work in WORKLOADS:
         print(f"measuring {work.label} ...", file=sys.stderr, flush=True)
-        results += measure(work, losses[work.content] if work.content else None, args.reps, modes if work.patch == "default" else ())
+        results += measure(
+            work, losses[work.content] if work.content else None, args.reps, modes if work.patch == "default" else ()
+        )
     meta = {
         "cpu": cpu_name(),
         "threads": torch.get_num_threads(),
@@ -328,9 +341,11 @@ def main(argv: list[str] | None = None) -> None:
         "load_average_end": _load_average(),
         "elapsed_s": round(time.perf_counter() - started, 1),
     }
-    print(f"{meta['cpu']}, {meta['threads']} threads, torch {meta['torch']}, {args.reps} reps (medians); load average "
-          f"{' '.join(map(str, load_start))} at start, {' '.join(map(str, meta['load_average_end']))} at end; "
-          f"{meta['elapsed_s']} s")
+    print(
+        f"{meta['cpu']}, {meta['threads']} threads, torch {meta['torch']}, {args.reps} reps (medians); load average "
+        f"{' '.join(map(str, load_start))} at start, {' '.join(map(str, meta['load_average_end']))} at end; "
+        f"{meta['elapsed_s']} s"
+    )
     print(format_table(results, WORKLOADS))
     if args.json:
         print(json.dumps(report_json(results, meta)))

@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from srgan.checkpoint import generator_config, save_generator
-from srgan.models import Generator
-from srgan.config import RuntimeParams
-from srgan.runtime import cpu_name, resolve_runtime
-from srgan.upscale import DEFAULT_TILE
+from srgan.core.config import RuntimeParams
+from srgan.core.runtime import cpu_name, resolve_runtime
+from srgan.inference.upscale import DEFAULT_TILE
+from srgan.models.checkpoint import generator_config, save_generator
+from srgan.models.networks import Generator
 
 WIDTH, HEIGHT, SCALE = 3000, 2000, 4
 LIMIT_MB = 3 * 1024
@@ -46,10 +46,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         torch.manual_seed(0)
-        save_generator(tmp / "gen.pt", Generator(scale=SCALE, blocks=16, channels=64).eval(), generator_config(SCALE, 16, 64, False))
+        save_generator(
+            tmp / "gen.pt",
+            Generator(scale=SCALE, blocks=16, channels=64).eval(),
+            generator_config(SCALE, 16, 64, False),
+        )
         synthetic_photo(WIDTH, HEIGHT).save(tmp / "photo.jpg", quality=90)
-        command = [str(Path(sys.executable).parent / "srgan"), "upscale", str(tmp / "photo.jpg"), "-o", str(tmp / "photo.png"),
-                   "--model", str(tmp / "gen.pt"), "--device", "cpu", "--precision", args.precision, "--tile", str(args.tile)]
+        command = [
+            str(Path(sys.executable).parent / "srgan"),
+            "upscale",
+            str(tmp / "photo.jpg"),
+            "-o",
+            str(tmp / "photo.png"),
+            "--model",
+            str(tmp / "gen.pt"),
+            "--device",
+            "cpu",
+            "--precision",
+            args.precision,
+            "--tile",
+            str(args.tile),
+        ]
         start = time.perf_counter()
         subprocess.run(command, check=True)
         seconds = time.perf_counter() - start
@@ -60,10 +77,14 @@ def main() -> None:
     assert size == (WIDTH * SCALE, HEIGHT * SCALE), size
     megapixels = size[0] * size[1] / 1e6
     print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads, {platform.system()}; torch {torch.__version__}")
-    print(f"srgan upscale {WIDTH}×{HEIGHT} → {size[0]}×{size[1]} ({megapixels:.0f} MP), 16 blocks × 64 channels, "
-          f"tile {args.tile}, precision {args.precision} "
-          f"(resolves to {resolve_runtime(RuntimeParams(device='cpu', precision=args.precision)).precision})")
-    print(f"wall {seconds:.0f} s (process start, decode, inference, PNG encode), {megapixels / seconds:.3f} output MP/s")
+    print(
+        f"srgan upscale {WIDTH}×{HEIGHT} → {size[0]}×{size[1]} ({megapixels:.0f} MP), 16 blocks × 64 channels, "
+        f"tile {args.tile}, precision {args.precision} "
+        f"(resolves to {resolve_runtime(RuntimeParams(device='cpu', precision=args.precision)).precision})"
+    )
+    print(
+        f"wall {seconds:.0f} s (process start, decode, inference, PNG encode), {megapixels / seconds:.3f} output MP/s"
+    )
     print(f"peak RSS {peak_mb:.0f} MB (limit {LIMIT_MB} MB): {'PASS' if peak_mb < LIMIT_MB else 'FAIL'}")
 
 

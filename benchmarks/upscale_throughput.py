@@ -2,7 +2,7 @@
 
 A 2000×1500 input (8000×6000 out, 48 MP). The reference is what a user would write first:
 `gen(x)` on the whole image under `torch.no_grad()`, fp32, NCHW, then clamp/round to uint8. The
-candidates are `srgan.upscale.upscale_image` (tiles, channels_last, `inference_mode`) in fp32 and
+candidates are `srgan.inference.upscale.upscale_image` (tiles, channels_last, `inference_mode`) in fp32 and
 at `--precision auto` (bf16 autocast where `runtime.resolve_runtime` says the CPU runs it fast).
 Each measurement is a fresh child process, so each peak RSS is its own; reference and candidates
 are interleaved, repeated, and the medians reported with ratios to the reference.
@@ -29,10 +29,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from srgan.config import RuntimeParams
-from srgan.models import Generator
-from srgan.runtime import cpu_name, resolve_runtime
-from srgan.upscale import DEFAULT_TILE, upscale_image
+from srgan.core.config import RuntimeParams
+from srgan.core.runtime import cpu_name, resolve_runtime
+from srgan.inference.upscale import DEFAULT_TILE, upscale_image
+from srgan.models.networks import Generator
 
 WIDTH, HEIGHT, SCALE, BLOCKS, CHANNELS = 2000, 1500, 4, 4, 8
 KINDS = ("reference", "tiled-fp32", "tiled-auto")
@@ -80,21 +80,37 @@ def main() -> None:
     runs: dict[str, list[dict[str, float | str]]] = {kind: [] for kind in KINDS}
     for repeat in range(args.repeats):
         for kind in KINDS:  # interleaved: a slow spell on a shared machine hits every kind alike
-            out = subprocess.run([sys.executable, __file__, "--child", kind], check=True, capture_output=True, text=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", kind], check=True, capture_output=True, text=True
+            )
             result = json.loads(out.stdout.strip().splitlines()[-1])
             runs[kind].append(result)
-            print(f"  repeat {repeat + 1} {kind:<10} {result['seconds']:7.1f} s  peak {result['peak_mb']:6.0f} MB", file=sys.stderr)
+            print(
+                f"  repeat {repeat + 1} {kind:<10} {result['seconds']:7.1f} s  peak {result['peak_mb']:6.0f} MB",
+                file=sys.stderr,
+            )
     megapixels = WIDTH * HEIGHT * SCALE * SCALE / 1e6
-    median = {kind: {key: statistics.median(r[key] for r in runs[kind]) for key in ("seconds", "peak_mb", "base_mb")} for kind in KINDS}
+    median = {
+        kind: {key: statistics.median(r[key] for r in runs[kind]) for key in ("seconds", "peak_mb", "base_mb")}
+        for kind in KINDS
+    }
     ref = median["reference"]
     print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}")
-    print(f"{WIDTH}×{HEIGHT} → ×{SCALE} ({megapixels:.0f} MP out), generator {BLOCKS} blocks × {CHANNELS} channels, "
-          f"tile {DEFAULT_TILE}, medians of {args.repeats} interleaved runs")
-    print(f"{'kind':<11} {'precision':<9} {'out MP/s':>9} {'speed ×ref':>10} {'peak MB':>8} {'peak ×ref':>9} {'(peak − start) MB':>18}")
+    print(
+        f"{WIDTH}×{HEIGHT} → ×{SCALE} ({megapixels:.0f} MP out), generator {BLOCKS} blocks × {CHANNELS} channels, "
+        f"tile {DEFAULT_TILE}, medians of {args.repeats} interleaved runs"
+    )
+    print(
+        f"{'kind':<11} {'precision':<9} {'out MP/s':>9} {'speed ×ref':>10} {'peak MB':>8} {'peak ×ref':>9} "
+        f"{'(peak − start) MB':>18}"
+    )
     for kind in KINDS:
         m = median[kind]
-        print(f"{kind:<11} {runs[kind][0]['precision']:<9} {megapixels / m['seconds']:9.3f} {ref['seconds'] / m['seconds']:10.2f} "
-              f"{m['peak_mb']:8.0f} {m['peak_mb'] / ref['peak_mb']:9.2f} {m['peak_mb'] - m['base_mb']:18.0f}")
+        print(
+            f"{kind:<11} {runs[kind][0]['precision']:<9} {megapixels / m['seconds']:9.3f} "
+            f"{ref['seconds'] / m['seconds']:10.2f} "
+            f"{m['peak_mb']:8.0f} {m['peak_mb'] / ref['peak_mb']:9.2f} {m['peak_mb'] - m['base_mb']:18.0f}"
+        )
 
 
 if __name__ == "__main__":

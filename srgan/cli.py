@@ -1,9 +1,9 @@
 """The `srgan` command: use a trained model outside the pipeline.
 
-    srgan eval --model {bicubic,PATH} --data DIR [--no-reference] [--scale 4] [--json]
-    srgan upscale INPUT... -o OUT [--model PATH|URI] [--scale 4] [--tile N] [--format png|jpg|webp]
-                  [--max-output-pixels N] [--device ...] [--precision ...]
-    srgan export [--model PATH|URI] [--format onnx] -o gen.onnx
+srgan eval --model {bicubic,PATH} --data DIR [--no-reference] [--scale 4] [--json]
+srgan upscale INPUT... -o OUT [--model PATH|URI] [--scale 4] [--tile N] [--format png|jpg|webp]
+              [--max-output-pixels N] [--device ...] [--precision ...]
+srgan export [--model PATH|URI] [--format onnx] -o gen.onnx
 """
 
 from __future__ import annotations
@@ -13,14 +13,29 @@ import json
 import sys
 from pathlib import Path
 
-from srgan.checkpoint import load_generator
-from srgan.config import PreprocessParams, RuntimeParams
-from srgan.errors import SrganError, exit_on_error
-from srgan.evaluate import bicubic, evaluate, generator_upscaler, mean_niqe, pairs_from_hr_folder, read_folder, to_json_line
-from srgan.export import export_onnx
-from srgan.metrics import CONVENTIONS, DEFAULT_CONVENTION, convention
-from srgan.runtime import resolve_runtime
-from srgan.upscale import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_TILE, MIN_TILE, load_model, plan_jobs, upscale_files
+from srgan.core.config import PreprocessParams, RuntimeParams
+from srgan.core.errors import SrganError, exit_on_error
+from srgan.core.metrics import CONVENTIONS, DEFAULT_CONVENTION, convention
+from srgan.core.runtime import resolve_runtime
+from srgan.evaluation.evaluate import (
+    bicubic,
+    evaluate,
+    generator_upscaler,
+    mean_niqe,
+    pairs_from_hr_folder,
+    read_folder,
+    to_json_line,
+)
+from srgan.inference.export import export_onnx
+from srgan.inference.upscale import (
+    DEFAULT_MAX_OUTPUT_PIXELS,
+    DEFAULT_TILE,
+    MIN_TILE,
+    load_model,
+    plan_jobs,
+    upscale_files,
+)
+from srgan.models.checkpoint import load_generator
 
 DEFAULT_MODEL = "models/srgan.pt"
 
@@ -50,8 +65,10 @@ def cmd_eval(args: argparse.Namespace) -> None:
         if args.json:
             print(json.dumps({"model": args.model, "niqe": value, "images": len(images), "crop_border": scale}))
         else:
-            print(f"{args.model} on {args.data} ({len(images)} images upscaled ×{scale}, no reference): "
-                  f"NIQE {value:.3f} (lower is better)")
+            print(
+                f"{args.model} on {args.data} ({len(images)} images upscaled ×{scale}, no reference): "
+                f"NIQE {value:.3f} (lower is better)"
+            )
         return
     pairs = pairs_from_hr_folder(args.data, scale, max_pixels)
     scores, _ = evaluate(upscaler, pairs, convention(scale, args.convention))
@@ -60,7 +77,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     else:
         print(
             f"{args.model} on {args.data} ({scores.images} images, ×{scale}, {scores.convention} convention): "
-            f"PSNR {scores.psnr:.2f} dB  SSIM {scores.ssim:.4f}  MSE {scores.mse:.2f}  NIQE {scores.niqe:.3f} (lower is better)"
+            f"PSNR {scores.psnr:.2f} dB  SSIM {scores.ssim:.4f}  MSE {scores.mse:.2f}  "
+            f"NIQE {scores.niqe:.3f} (lower is better)"
         )
 
 
@@ -74,8 +92,9 @@ def cmd_upscale(args: argparse.Namespace) -> None:
     if sys.stderr.isatty():
         print(f"{args.model}: ×{gen.scale}; {len(jobs)} image{'s' * (len(jobs) != 1)} to upscale", file=sys.stderr)
     # Bars only on a terminal: in logs they would bury the error lines.
-    failed = upscale_files(gen, jobs, rt, tile=args.tile, max_output_pixels=args.max_output_pixels,
-                           progress=sys.stderr.isatty())
+    failed = upscale_files(
+        gen, jobs, rt, tile=args.tile, max_output_pixels=args.max_output_pixels, progress=sys.stderr.isatty()
+    )
     if failed:
         raise SrganError(f"{failed} of {len(jobs)} images failed")
 
@@ -95,7 +114,9 @@ def _positive_int(text: str) -> int:
 def _tile(text: str) -> int:
     value = int(text)
     if value < MIN_TILE:
-        raise argparse.ArgumentTypeError(f"must be at least {MIN_TILE} px (smaller tiles redo more context than they compute), got {value}")
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_TILE} px (smaller tiles redo more context than they compute), got {value}"
+        )
     return value
 
 
@@ -105,33 +126,75 @@ def build_parser() -> argparse.ArgumentParser:
     ev = commands.add_parser("eval", help="measure a model on a folder of HR images (or of LR photos: --no-reference)")
     ev.add_argument("--model", required=True, help="'bicubic' or a generator file (models/srgan.pt)")
     ev.add_argument("--data", type=Path, required=True, help="folder of HR images (LR photos with --no-reference)")
-    ev.add_argument("--no-reference", action="store_true",
-                    help="the folder holds low-resolution photos without HR: upscale them and report NIQE only")
-    ev.add_argument("--scale", type=int, choices=[2, 4, 8], default=None, help="upscaling factor (default: the model's, 4 for bicubic)")
-    ev.add_argument("--convention", choices=CONVENTIONS, default=DEFAULT_CONVENTION, help=f"metric convention (default: {DEFAULT_CONVENTION})")
+    ev.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="the folder holds low-resolution photos without HR: upscale them and report NIQE only",
+    )
+    ev.add_argument(
+        "--scale",
+        type=int,
+        choices=[2, 4, 8],
+        default=None,
+        help="upscaling factor (default: the model's, 4 for bicubic)",
+    )
+    ev.add_argument(
+        "--convention",
+        choices=CONVENTIONS,
+        default=DEFAULT_CONVENTION,
+        help=f"metric convention (default: {DEFAULT_CONVENTION})",
+    )
     ev.add_argument("--json", action="store_true", help="print one flat JSON object")
     _runtime_options(ev)
     ev.set_defaults(func=cmd_eval)
 
     up = commands.add_parser("upscale", help="upscale images of any size, tile by tile")
     up.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images (not recursed)")
-    up.add_argument("-o", "--output", required=True, metavar="OUT",
-                    help="an image file (.png, .jpg, .webp) for one input file, else a folder (created if needed)")
-    up.add_argument("--model", default=DEFAULT_MODEL, help=f"generator file or MLflow model URI (runs:/…, models:/…); default {DEFAULT_MODEL}")
-    up.add_argument("--tile", type=_tile, default=DEFAULT_TILE,
-                    help=f"tile side in input pixels, at least {MIN_TILE}; bounds memory, not the result (default {DEFAULT_TILE})")
-    up.add_argument("--scale", type=int, choices=[2, 4, 8], default=None,
-                    help="refuse a model of another upscaling factor (default: whatever the model's is)")
-    up.add_argument("--format", choices=["png", "jpg", "webp"], default=None,
-                    help="output format in a folder (default: the input's own if png/jpg/webp, else png)")
-    up.add_argument("--max-output-pixels", type=_positive_int, default=DEFAULT_MAX_OUTPUT_PIXELS,
-                    help=f"refuse inputs whose output would be larger (default {DEFAULT_MAX_OUTPUT_PIXELS}; "
-                         "the output needs about 3 bytes a pixel, 7 while it is encoded)")
+    up.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        metavar="OUT",
+        help="an image file (.png, .jpg, .webp) for one input file, else a folder (created if needed)",
+    )
+    up.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"generator file or MLflow model URI (runs:/…, models:/…); default {DEFAULT_MODEL}",
+    )
+    up.add_argument(
+        "--tile",
+        type=_tile,
+        default=DEFAULT_TILE,
+        help=f"tile side in input pixels, at least {MIN_TILE}; bounds memory, not the result (default {DEFAULT_TILE})",
+    )
+    up.add_argument(
+        "--scale",
+        type=int,
+        choices=[2, 4, 8],
+        default=None,
+        help="refuse a model of another upscaling factor (default: whatever the model's is)",
+    )
+    up.add_argument(
+        "--format",
+        choices=["png", "jpg", "webp"],
+        default=None,
+        help="output format in a folder (default: the input's own if png/jpg/webp, else png)",
+    )
+    up.add_argument(
+        "--max-output-pixels",
+        type=_positive_int,
+        default=DEFAULT_MAX_OUTPUT_PIXELS,
+        help=f"refuse inputs whose output would be larger (default {DEFAULT_MAX_OUTPUT_PIXELS}; "
+        "the output needs about 3 bytes a pixel, 7 while it is encoded)",
+    )
     _runtime_options(up)
     up.set_defaults(func=cmd_upscale)
 
     ex = commands.add_parser("export", help="write the generator for other runtimes (ONNX)")
-    ex.add_argument("--model", default=DEFAULT_MODEL, help=f"generator file or MLflow model URI; default {DEFAULT_MODEL}")
+    ex.add_argument(
+        "--model", default=DEFAULT_MODEL, help=f"generator file or MLflow model URI; default {DEFAULT_MODEL}"
+    )
     ex.add_argument("--format", choices=["onnx"], default="onnx", help="ONNX, opset 17, dynamic batch/height/width")
     ex.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
     ex.set_defaults(func=cmd_export)

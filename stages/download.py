@@ -6,13 +6,13 @@ import argparse
 import json
 from pathlib import Path
 
-from srgan.atomic import atomic_dir
-from srgan.config import flatten, load_params
-from srgan.download import materialize
-from srgan.errors import exit_on_error
-from srgan.runtime import project_root
-from srgan.sources import check_source
-from srgan.tracking import stage_run
+from srgan.core.atomic import atomic_dir
+from srgan.core.config import flatten, load_params
+from srgan.core.errors import exit_on_error
+from srgan.core.runtime import project_root
+from srgan.core.tracking import stage_run
+from srgan.data.download import materialize
+from srgan.data.sources import check_source
 
 
 @exit_on_error
@@ -35,7 +35,9 @@ def main() -> None:
                 manifest = json.loads((folder / "manifest.json").read_text())
                 relative = folder.relative_to(staging)
                 label = relative.as_posix().replace("/", ".")
-                tracker.log_metrics({f"files.{label}": len(manifest["files"]), f"skipped.{label}": len(manifest["skipped"])}, step=0)
+                tracker.log_metrics(
+                    {f"files.{label}": len(manifest["files"]), f"skipped.{label}": len(manifest["skipped"])}, step=0
+                )
                 tracker.log_artifact(folder / "manifest.json", f"manifests/{label}")
                 print(f"download: {name} -> {args.out / relative} ({len(manifest['files'])} files)")
 

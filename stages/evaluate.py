@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from srgan.config import load_params
-from srgan.errors import exit_on_error
-from srgan.evaluate import run_evaluation
+from srgan.core.config import load_params
+from srgan.core.errors import exit_on_error
+from srgan.evaluation.evaluate import run_evaluation
 
 
 @exit_on_error

@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from srgan.atomic import write_text
-from srgan.config import load_params
-from srgan.errors import exit_on_error
+from srgan.core.atomic import write_text
+from srgan.core.config import load_params
+from srgan.core.errors import exit_on_error
 
 
 @exit_on_error

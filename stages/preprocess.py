@@ -12,10 +12,10 @@ import argparse
 import sys
 from pathlib import Path
 
-from srgan.config import flatten, load_params
-from srgan.errors import exit_on_error
-from srgan.preprocess import MANIFEST, preprocess
-from srgan.tracking import stage_run
+from srgan.core.config import flatten, load_params
+from srgan.core.errors import exit_on_error
+from srgan.core.tracking import stage_run
+from srgan.data.preprocess import MANIFEST, preprocess
 
 
 @exit_on_error
@@ -29,8 +29,11 @@ def main(argv: list[str] | None = None) -> None:
         manifest = preprocess(params, args.raw, args.out)
         train, val = manifest["train"], manifest["val"]
         counts = {
-            "train_images": train["num_images"], "train_patches": train["num_patches"],
-            "val_images": val["num_images"], "val_patches": val["num_patches"], "skipped": len(manifest["skipped"]),
+            "train_images": train["num_images"],
+            "train_patches": train["num_patches"],
+            "val_images": val["num_images"],
+            "val_patches": val["num_patches"],
+            "skipped": len(manifest["skipped"]),
             **{f"eval_images.{slug}": entry["num_images"] for slug, entry in manifest["eval"].items()},
         }
         tracker.log_metrics(counts, step=0)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from srgan import distributed
-from srgan.config import load_params
-from srgan.errors import exit_on_error
-from srgan.training import pretrain
+from srgan.core.config import load_params
+from srgan.core.errors import exit_on_error
+from srgan.training import distributed
+from srgan.training.stages import pretrain
 
 
 @exit_on_error

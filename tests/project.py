@@ -44,8 +44,9 @@ def photo(rng: np.random.Generator, height: int, width: int) -> Image.Image:
     return Image.fromarray(np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8))
 
 
-def run(cmd: list[str], cwd: Path, timeout: int = 600, env: dict[str, str] | None = None,
-        check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    cmd: list[str], cwd: Path, timeout: int = 600, env: dict[str, str] | None = None, check: bool = True
+) -> subprocess.CompletedProcess[str]:
     """`cmd` with this venv first on PATH and no inherited MLflow/DVC run variables; `env` adds
     variables on top (e.g. `MLFLOW_TRACKING_URI` of a tracking server). `check`: fail the test
     unless it exits 0."""
@@ -54,13 +55,17 @@ def run(cmd: list[str], cwd: Path, timeout: int = 600, env: dict[str, str] | Non
         full.pop(key, None)
     full.update(env or {})
     result = subprocess.run(cmd, cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0 or not check, f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0 or not check, (
+        f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result
 
 
 def make_project(root: Path, params: dict) -> Path:
     """The project's committed and new files (not ignored ones) in a fresh git repository."""
-    listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+    )
     project = root / "project"
     for name in listed.stdout.splitlines():
         source = REPO / name
@@ -71,7 +76,11 @@ def make_project(root: Path, params: dict) -> Path:
     for section, values in params.items():
         base[section] = {**base.get(section, {}), **values} if isinstance(values, dict) else values
     (project / "params.yaml").write_text(yaml.safe_dump(base))
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+    for cmd in (
+        ["git", "init", "-q"],
+        ["git", "add", "-A"],
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"],
+    ):
         run(cmd, project)
     return project
 

@@ -40,8 +40,11 @@ def test_measure_reports_positive_throughput_and_the_json_keys(bench: ModuleType
     losses = bench.content_losses(workloads)
     results = [r for w in workloads for r in bench.measure(w, losses[w.content] if w.content else None, reps=1)]
     assert [(r.workload, r.variant) for r in results] == [
-        ("srresnet", bench.REFERENCE), ("srresnet", bench.CANDIDATE), ("srresnet", bench.REFERENCE_SUBPIXEL),
-        ("srgan_mse", bench.REFERENCE), ("srgan_mse", bench.CANDIDATE),
+        ("srresnet", bench.REFERENCE),
+        ("srresnet", bench.CANDIDATE),
+        ("srresnet", bench.REFERENCE_SUBPIXEL),
+        ("srgan_mse", bench.REFERENCE),
+        ("srgan_mse", bench.CANDIDATE),
     ]
     for r in results:
         assert r.images_per_s > 0 and r.gflops > 0 and math.isfinite(r.ratio) and r.ratio > 0
@@ -55,14 +58,24 @@ def test_measure_reports_positive_throughput_and_the_json_keys(bench: ModuleType
     assert "srresnet 4→16 b2" in bench.format_table(results, workloads)
 
 
-def test_candidate_runs_the_pipelines_step_in_bf16_channels_last(bench: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_candidate_runs_the_pipelines_step_in_bf16_channels_last(
+    bench: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: list[tuple[str, bool, bool]] = []
     pipeline_step = bench.mse_step
 
-    def spy(gen: torch.nn.Module, opt: torch.optim.Optimizer, lr_img: torch.Tensor, hr_img: torch.Tensor, rt: Any) -> Any:
+    def spy(
+        gen: torch.nn.Module, opt: torch.optim.Optimizer, lr_img: torch.Tensor, hr_img: torch.Tensor, rt: Any
+    ) -> Any:
         weight = next(gen.parameters())  # the 9×9 head conv, (C, 3, 9, 9)
         channels_last = torch.channels_last
-        seen.append((rt.precision, weight.is_contiguous(memory_format=channels_last), lr_img.is_contiguous(memory_format=channels_last)))
+        seen.append(
+            (
+                rt.precision,
+                weight.is_contiguous(memory_format=channels_last),
+                lr_img.is_contiguous(memory_format=channels_last),
+            )
+        )
         return pipeline_step(gen, opt, lr_img, hr_img, rt)
 
     monkeypatch.setattr(bench, "mse_step", spy)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from srgan.config import Params, flatten, load_params
+from srgan.core.config import Params, flatten, load_params
 
 REPO = Path(__file__).resolve().parents[1]
 

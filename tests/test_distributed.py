@@ -12,15 +12,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
-
-from srgan.checkpoint import generator_config, load_generator
-from srgan.config import load_params
-from srgan.data import RandomCrops, Shards, to_float
-from srgan.models import Generator
-from srgan.runtime import seed_everything
-from srgan.training import adam
 from project import free_port
 from tiny_stage import PRETRAIN, REPO, stage, wait_for_first_checkpoint, write_tiny_project
+
+from srgan.core.config import load_params
+from srgan.core.runtime import seed_everything
+from srgan.data.batches import RandomCrops, Shards, to_float
+from srgan.models.checkpoint import generator_config, load_generator
+from srgan.models.networks import Generator
+from srgan.training.steps import adam
 
 STEPS = 60
 # fp32 all-reduce averaging and one-process accumulation add the same numbers in another order;
@@ -54,8 +54,12 @@ def one_process_accumulating_half_batches(root: Path) -> tuple[dict[str, torch.T
     initial = {name: value.detach().clone() for name, value in gen.named_parameters()}
     opt = adam(gen, p.learning_rate)
     shards = Shards(root / "data" / "prepared" / "train")
-    halves = [RandomCrops(shards, batch_size=p.batch_size, crop_size=p.crop_size, scale=params.scale, seed=params.seed,
-                          part=(rank, 2)) for rank in range(2)]
+    halves = [
+        RandomCrops(
+            shards, batch_size=p.batch_size, crop_size=p.crop_size, scale=params.scale, seed=params.seed, part=(rank, 2)
+        )
+        for rank in range(2)
+    ]
     cpu = torch.device("cpu")
     for step in range(p.steps):
         opt.zero_grad(set_to_none=True)
@@ -112,12 +116,22 @@ def test_the_readmes_rendezvous_command_trains_with_torchruns_world(tmp_path: Pa
     stage directly; it sees torchrun's environment, does not re-launch, and trains with 2 ranks."""
     write_tiny_project(tmp_path, steps=10)  # runtime.nproc stays 1: torchrun sets the world
     command = [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes=1", "--nproc-per-node=2", "--rdzv-id=srgan1",
-        "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}", "-m", "stages.pretrain", *PRETRAIN,
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes=1",
+        "--nproc-per-node=2",
+        "--rdzv-id=srgan1",
+        "--rdzv-backend=c10d",
+        f"--rdzv-endpoint=127.0.0.1:{free_port()}",
+        "-m",
+        "stages.pretrain",
+        *PRETRAIN,
     ]
     env = {key: value for key, value in os.environ.items() if key not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
-    result = subprocess.run(command, cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True,
-                            text=True, timeout=300)
+    result = subprocess.run(
+        command, cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert load_generator(tmp_path / "models" / "srresnet.pt").scale == 4
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")

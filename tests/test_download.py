@@ -22,9 +22,9 @@ from pathlib import Path
 import pytest
 import skimage.data
 
-from srgan import sources
-from srgan.download import extract, fetch, materialize
-from srgan.errors import SrganError
+from srgan.core.errors import SrganError
+from srgan.data import sources
+from srgan.data.download import extract, fetch, materialize
 
 REPO = Path(__file__).resolve().parents[1]
 MiB = 1 << 20
@@ -231,13 +231,33 @@ EVIL = [
     ("zip", "backslash dotdot", lambda out: [("ok.png", b"ok"), ("..\\evil.png", b"evil")], "has a '..' component"),
     ("zip", "absolute", lambda out: [("ok.png", b"ok"), (f"{out}/evil.png", b"evil")], "has an absolute path"),
     ("zip", "drive letter", lambda out: [("ok.png", b"ok"), ("C:/evil.png", b"evil")], "has a drive letter"),
-    ("zip", "symlink", lambda out: [("ok.png", b"ok"), _zip_symlink("link.png", f"{out}/secret.png")], "is a symbolic link"),
+    (
+        "zip",
+        "symlink",
+        lambda out: [("ok.png", b"ok"), _zip_symlink("link.png", f"{out}/secret.png")],
+        "is a symbolic link",
+    ),
     ("tar", "dotdot", lambda out: [("ok.png", b"ok"), ("../evil.png", b"evil")], "has a '..' component"),
     ("tar", "absolute", lambda out: [("ok.png", b"ok"), (f"{out}/evil.png", b"evil")], "has an absolute path"),
-    ("tar", "symlink out", lambda out: [("ok.png", b"ok"), (_tar_link("link.png", "../../outside/x.png"), b"")], "outside the destination"),
-    ("tar", "absolute symlink", lambda out: [("ok.png", b"ok"), (_tar_link("link.png", f"{out}/x.png"), b"")], "a link to an absolute path"),
+    (
+        "tar",
+        "symlink out",
+        lambda out: [("ok.png", b"ok"), (_tar_link("link.png", "../../outside/x.png"), b"")],
+        "outside the destination",
+    ),
+    (
+        "tar",
+        "absolute symlink",
+        lambda out: [("ok.png", b"ok"), (_tar_link("link.png", f"{out}/x.png"), b"")],
+        "a link to an absolute path",
+    ),
     # The classic two-step: a link to a folder outside, then a file written through it.
-    ("tar", "file through link", lambda out: [(_tar_link("dir", ".."), b""), ("dir/evil.png", b"evil")], "outside the destination"),
+    (
+        "tar",
+        "file through link",
+        lambda out: [(_tar_link("dir", ".."), b""), ("dir/evil.png", b"evil")],
+        "outside the destination",
+    ),
 ]
 
 
@@ -363,7 +383,12 @@ def _run_stage(cwd: Path, params: str) -> subprocess.CompletedProcess[str]:
     (cwd / "params.yaml").write_text(params)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", "stages.download", "--out", "raw"], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "stages.download", "--out", "raw"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -371,8 +396,7 @@ def test_stage_rejects_unknown_source_before_any_work(tmp_path: Path) -> None:
     result = _run_stage(tmp_path, "data:\n  train: sample\n  eval: [sample, nosuch]\n")
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
-        "error: params: data.eval[1]='nosuch' is not a folder, an archive URL or one of: "
-        + ", ".join(sources.REGISTRY)
+        "error: params: data.eval[1]='nosuch' is not a folder, an archive URL or one of: " + ", ".join(sources.REGISTRY)
     ]
     assert sorted(os.listdir(tmp_path)) == ["params.yaml"]
 

@@ -14,16 +14,20 @@ SPEC = yaml.safe_load((REPO / "dvc.yaml").read_text())
 
 
 def project_imports(module: Path) -> set[str]:
-    """Repository-relative paths of the `srgan` modules that `module` imports directly."""
+    """Repository-relative paths of the `srgan` modules that `module` imports directly.
+
+    `from srgan.data import sources` names a module, `from srgan.data.sources import x` a module's
+    members; package `__init__.py` files are not deps (a test below keeps them empty)."""
     found = set()
     for node in ast.walk(ast.parse(module.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "srgan":
-            names = [f"{node.module}.{alias.name}" for alias in node.names] if node.module == "srgan" else [node.module]
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
         elif isinstance(node, ast.Import):
             names = [alias.name for alias in node.names if alias.name.startswith("srgan.")]
         else:
             continue
-        found |= {name.replace(".", "/") + ".py" for name in names if (REPO / (name.replace(".", "/") + ".py")).is_file()}
+        paths = (name.replace(".", "/") + ".py" for name in names)
+        found |= {path for path in paths if (REPO / path).is_file()}
     return found
 
 
@@ -42,3 +46,14 @@ def import_closure(start: str) -> set[str]:
 def test_code_deps_are_the_stage_modules_import_closure(stage: str) -> None:
     code_deps = {dep for dep in SPEC["stages"][stage]["deps"] if dep.endswith(".py")}
     assert code_deps == import_closure(f"stages/{stage}.py")
+
+
+def test_packages_hold_only_a_docstring() -> None:
+    """What a package's `__init__.py` runs is imported by every stage that uses the package, but it
+    is not a dvc.yaml dep; so it runs nothing."""
+    for init in sorted((REPO / "srgan").rglob("__init__.py")):
+        body = ast.parse(init.read_text()).body
+        code = [node for node in body if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))]
+        if init.parent == REPO / "srgan":
+            code = [node for node in code if not (isinstance(node, ast.Assign) and node.targets[0].id == "__version__")]
+        assert body and not code, f"{init.relative_to(REPO)}: only a docstring (and __version__ at the top)"

@@ -14,9 +14,21 @@ def test_a_stage_under_another_python_says_which_environment_to_use(tmp_path: Pa
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(other)], check=True, timeout=120)
     python = other / "bin" / "python"
     result = subprocess.run(
-        [str(python), "-m", "stages.pretrain", "--data", "data/prepared", "--out", str(tmp_path / "g.pt"),
-         "--curves", str(tmp_path / "c.csv")],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        [
+            str(python),
+            "-m",
+            "stages.pretrain",
+            "--data",
+            "data/prepared",
+            "--out",
+            str(tmp_path / "g.pt"),
+            "--curves",
+            str(tmp_path / "c.csv"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 2
     assert result.stderr == (

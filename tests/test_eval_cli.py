@@ -11,13 +11,15 @@ import skimage.data
 import torch
 from PIL import Image
 
-from srgan.checkpoint import generator_config, save_generator
 from srgan.cli import main
-from srgan.imresize import bicubic_upscale, imresize_uint8, modcrop
-from srgan.metrics import convention, measure, niqe
-from srgan.models import Generator
-from srgan.runtime import Runtime
-from srgan.upscale import upscale_image
+from srgan.core.metrics import convention
+from srgan.core.runtime import Runtime
+from srgan.data.imresize import bicubic_upscale, imresize_uint8, modcrop
+from srgan.evaluation.niqe import niqe
+from srgan.evaluation.scores import measure
+from srgan.inference.upscale import upscale_image
+from srgan.models.checkpoint import generator_config, save_generator
+from srgan.models.networks import Generator
 
 
 def _save(folder: Path, images: dict[str, np.ndarray]) -> Path:
@@ -38,8 +40,10 @@ def test_eval_reports_distortion_and_niqe_of_bicubic(tmp_path: Path, capsys: pyt
     folder = _save(tmp_path / "hr", hr)
     got = _json(capsys, ["eval", "--model", "bicubic", "--data", str(folder), "--json"])
     assert set(got) == {"model", "psnr", "ssim", "mse", "niqe", "images", "convention"}
-    expected = [measure(bicubic_upscale(imresize_uint8(modcrop(img, 4), 0.25), 4), modcrop(img, 4), convention(4))
-                for img in (hr["astronaut"], hr["coffee"])]
+    expected = [
+        measure(bicubic_upscale(imresize_uint8(modcrop(img, 4), 0.25), 4), modcrop(img, 4), convention(4))
+        for img in (hr["astronaut"], hr["coffee"])
+    ]
     assert got["images"] == 2 and got["convention"] == "matlab"
     assert got["psnr"] == pytest.approx(np.mean([s.psnr for s in expected]), abs=1e-9)
     assert got["niqe"] == pytest.approx(np.mean([s.niqe for s in expected]), abs=1e-9)
@@ -57,14 +61,18 @@ def test_no_reference_scores_the_upscaled_photos_niqe(tmp_path: Path, capsys: py
     model = tmp_path / "gen.pt"
     save_generator(model, gen, config)
 
-    got = _json(capsys, ["eval", "--model", str(model), "--data", str(folder), "--no-reference", "--json",
-                         "--precision", "fp32"])
+    got = _json(
+        capsys,
+        ["eval", "--model", str(model), "--data", str(folder), "--no-reference", "--json", "--precision", "fp32"],
+    )
     rt = Runtime(torch.device("cpu"), "fp32")
     expected = np.mean([niqe(upscale_image(gen, img, rt), crop_border=4) for img in (lr["a"], lr["c"])])
     assert got == {"model": str(model), "niqe": pytest.approx(expected, abs=1e-9), "images": 2, "crop_border": 4}
 
     bicubic = _json(capsys, ["eval", "--model", "bicubic", "--data", str(folder), "--no-reference", "--json"])
-    assert bicubic["niqe"] == pytest.approx(np.mean([niqe(bicubic_upscale(img, 4), crop_border=4) for img in lr.values()]))
+    assert bicubic["niqe"] == pytest.approx(
+        np.mean([niqe(bicubic_upscale(img, 4), crop_border=4) for img in lr.values()])
+    )
     assert bicubic["niqe"] != pytest.approx(got["niqe"], abs=1e-3)
 
 
@@ -78,8 +86,11 @@ def test_images_too_small_to_measure_are_named_and_skipped_and_the_rest_measured
     coffee = skimage.data.coffee()
     smallest = (26, 50) if no_reference else (104, 200)
     images = {f"tiny{side}": coffee[:side, :side] for side in (2, 3, 9, 16)}
-    images |= {"smallest": coffee[: smallest[0], : smallest[1]], "rotated": coffee[: smallest[1], : smallest[0]],
-               "one_short": coffee[: smallest[0] - 1, : smallest[1]]}
+    images |= {
+        "smallest": coffee[: smallest[0], : smallest[1]],
+        "rotated": coffee[: smallest[1], : smallest[0]],
+        "one_short": coffee[: smallest[0] - 1, : smallest[1]],
+    }
     folder = _save(tmp_path / "data", images)
     argv = ["eval", "--model", "bicubic", "--data", str(folder), "--json"] + ["--no-reference"] * no_reference
     main(argv)
@@ -87,11 +98,17 @@ def test_images_too_small_to_measure_are_named_and_skipped_and_the_rest_measured
     got = json.loads(out)
     assert got["images"] == 2 and 0 < got["niqe"] < 30
     need = f"{smallest[1]}×{smallest[0]}"
-    sizes = {"tiny2": "2×2", "tiny3": "3×3", "tiny9": "9×9", "tiny16": "16×16",
-             "one_short": f"{smallest[1]}×{smallest[0] - 1}"}
+    sizes = {
+        "tiny2": "2×2",
+        "tiny3": "3×3",
+        "tiny9": "9×9",
+        "tiny16": "16×16",
+        "one_short": f"{smallest[1]}×{smallest[0] - 1}",
+    }
     assert sorted(err.splitlines()) == sorted(
         f"warning: {folder / name}.png: too small to measure ({size} px; srgan eval needs at least {need} px, "
-        "either way round); skipped" for name, size in sizes.items()
+        "either way round); skipped"
+        for name, size in sizes.items()
     )
 
     for name in ("smallest", "rotated"):
@@ -99,4 +116,7 @@ def test_images_too_small_to_measure_are_named_and_skipped_and_the_rest_measured
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 2
-    assert capsys.readouterr().err.splitlines()[-1] == f"error: {folder}: none of its 5 images can be measured (see the warnings above)"
+    assert (
+        capsys.readouterr().err.splitlines()[-1]
+        == f"error: {folder}: none of its 5 images can be measured (see the warnings above)"
+    )

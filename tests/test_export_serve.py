@@ -20,14 +20,14 @@ import onnxruntime
 import pytest
 import torch
 from PIL import Image
+from project import free_port, stop_process_group, wait_for_url
 from torch import nn
 
-from project import free_port, stop_process_group, wait_for_url
-from srgan.checkpoint import generator_config, save_generator
 from srgan.cli import main
-from srgan.export import ONNX_OPSET
-from srgan.models import Generator
-from srgan.tracking import stage_run
+from srgan.core.tracking import stage_run
+from srgan.inference.export import ONNX_OPSET
+from srgan.models.checkpoint import generator_config, save_generator
+from srgan.models.networks import Generator
 
 # fp32 on both sides; convolution sums in another order differ by ~1e-6 on outputs near 1.
 ONNX_TOLERANCE = 1e-4
@@ -80,8 +80,20 @@ def test_mlflow_serves_the_logged_generator_like_srgan_upscale(tmp_path: Path, m
 
     rgb = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)  # (h, w, 3)
     Image.fromarray(rgb).save(tmp_path / "in.png")
-    main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--model", model_uri,
-          "--device", "cpu", "--precision", "fp32"])
+    main(
+        [
+            "upscale",
+            str(tmp_path / "in.png"),
+            "-o",
+            str(tmp_path / "out.png"),
+            "--model",
+            model_uri,
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+        ]
+    )
     with Image.open(tmp_path / "out.png") as out:
         upscaled = np.asarray(out)  # (48, 64, 3)
 
@@ -91,16 +103,35 @@ def test_mlflow_serves_the_logged_generator_like_srgan_upscale(tmp_path: Path, m
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     with open(log, "wb") as log_file:
         server = subprocess.Popen(
-            [sys.executable, "-m", "mlflow", "models", "serve", "-m", model_uri, "--env-manager", "local",
-             "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-            stdout=log_file, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "models",
+                "serve",
+                "-m",
+                model_uri,
+                "--env-manager",
+                "local",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "-w",
+                "1",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
         )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_url(f"{url}/ping", server, log, timeout=120)
         lr_img = rgb.transpose(2, 0, 1)[None].astype(np.float32) / 255  # (1, 3, 12, 16) in [0, 1]
         request = urllib.request.Request(
-            f"{url}/invocations", data=json.dumps({"inputs": lr_img.tolist()}).encode(),
+            f"{url}/invocations",
+            data=json.dumps({"inputs": lr_img.tolist()}).encode(),
             headers={"Content-Type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=60) as answer:

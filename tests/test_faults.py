@@ -26,7 +26,6 @@ import pytest
 import torch
 import yaml
 from PIL import Image
-
 from project import BIN, TINY, make_project, out_hashes, run, tiny_images
 
 pytestmark = pytest.mark.e2e
@@ -103,8 +102,15 @@ def dvc_repro(project: Path) -> subprocess.Popen[str]:
     for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME"):
         env.pop(key, None)
     with open(project.parent / "dvc-repro.log", "w") as log:
-        return subprocess.Popen(["dvc", "repro"], cwd=project, env=env, text=True, start_new_session=True,
-                                stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            ["dvc", "repro"],
+            cwd=project,
+            env=env,
+            text=True,
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def stage_lifetimes(project: Path) -> dict[str, float]:

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srgan.errors import SrganError
-from srgan.imageio import ImageReadError, read_image, write_png
+from srgan.core.errors import SrganError
+from srgan.data.imageio import ImageReadError, read_image, write_png
 
 BOUND = 10_000_000
 
@@ -131,7 +131,9 @@ def test_alpha_is_dropped_keeping_the_colour_under_it(tmp_path: Path) -> None:
 
     la = np.stack([np.full((4, 4), 77, dtype=np.uint8), np.zeros((4, 4), dtype=np.uint8)], axis=2)
     Image.fromarray(la, mode="LA").save(tmp_path / "la.png")
-    np.testing.assert_array_equal(read_image(tmp_path / "la.png", max_pixels=BOUND, keep_gray=True), np.full((4, 4), 77))
+    np.testing.assert_array_equal(
+        read_image(tmp_path / "la.png", max_pixels=BOUND, keep_gray=True), np.full((4, 4), 77)
+    )
     assert read_image(tmp_path / "la.png", max_pixels=BOUND).shape == (4, 4, 3)
 
     palette = Image.fromarray(np.array([[0, 1]], dtype=np.uint8), mode="P")

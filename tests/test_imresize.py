@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from srgan.errors import SrganError
-from srgan.imresize import bicubic_upscale, imresize, imresize_uint8, modcrop
+from srgan.core.errors import SrganError
+from srgan.data.imresize import bicubic_upscale, imresize, imresize_uint8, modcrop
 
 
 def test_upscale_x2_of_a_ramp_matches_hand_computation() -> None:

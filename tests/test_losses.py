@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.models import vgg19
 
-from srgan.errors import SrganError
-from srgan.losses import (
+from srgan.core.errors import SrganError
+from srgan.training.losses import (
     CAFFE,
     TORCHVISION,
     ContentLoss,
@@ -179,10 +179,17 @@ def test_a_file_of_no_known_family_is_refused_naming_both_layouts(tmp_path: Path
 
 def test_torchvision_weights_without_cache_or_network_give_one_line_error(tmp_path: Path) -> None:
     # An empty TORCH_HOME and a proxy on a closed local port: the download fails at once, offline.
-    code = ("from srgan.losses import ContentLoss; from srgan.errors import exit_on_error; "
-            "exit_on_error(lambda: ContentLoss('vgg54', 'torchvision'))()")
-    env = {"TORCH_HOME": str(tmp_path), "HTTPS_PROXY": "http://127.0.0.1:9", "HTTP_PROXY": "http://127.0.0.1:9",
-           "PATH": "/usr/bin:/bin", "NO_PROXY": ""}
+    code = (
+        "from srgan.training.losses import ContentLoss; from srgan.core.errors import exit_on_error; "
+        "exit_on_error(lambda: ContentLoss('vgg54', 'torchvision'))()"
+    )
+    env = {
+        "TORCH_HOME": str(tmp_path),
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "PATH": "/usr/bin:/bin",
+        "NO_PROXY": "",
+    }
     result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]

@@ -12,9 +12,11 @@ import skimage.filters
 from PIL import Image
 from skimage.metrics import structural_similarity
 
-from srgan.errors import SrganError
-from srgan.imresize import imresize_uint8, modcrop
-from srgan.metrics import Convention, Scores, average, convention, measure, mse, niqe, psnr, rgb_to_y, ssim
+from srgan.core.errors import SrganError
+from srgan.core.metrics import Convention, convention, mse, psnr, rgb_to_y, ssim
+from srgan.data.imresize import imresize_uint8, modcrop
+from srgan.evaluation.niqe import niqe
+from srgan.evaluation.scores import Scores, average, measure
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
 
@@ -121,8 +123,9 @@ def test_measure_and_average() -> None:
     assert measure(sr, hr, convention(4, "rgb")).mse != scores.mse
     # The papers average per-image PSNR, not the PSNR of the mean MSE.
     mean = average([Scores(30.0, 0.8, 65.0, 4.0, 1, "matlab"), Scores(40.0, 0.9, 6.5, 5.0, 3, "matlab")])
-    assert mean == Scores(psnr=37.5, ssim=pytest.approx(0.875), mse=pytest.approx(21.125), niqe=4.75, images=4,
-                          convention="matlab")
+    assert mean == Scores(
+        psnr=37.5, ssim=pytest.approx(0.875), mse=pytest.approx(21.125), niqe=4.75, images=4, convention="matlab"
+    )
     with pytest.raises(SrganError, match="different conventions"):
         average([Scores(30.0, 0.8, 65.0, 4.0, 1, "matlab"), Scores(30.0, 0.8, 65.0, 4.0, 1, "rgb")])
     with pytest.raises(SrganError, match="shape"):
@@ -154,6 +157,7 @@ def test_bicubic_baselines_match_literature(name: str) -> None:
 
 
 # NIQE
+
 
 def test_niqe_of_baboon_matches_matlab() -> None:
     # MATLAB R2021a on Set14 baboon, Y channel, no crop: 5.72957338 (as BasicSR 1.4.2 reports it).

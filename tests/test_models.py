@@ -7,10 +7,10 @@ import math
 import pytest
 import torch
 
-from srgan.losses import ContentLoss
-from srgan.models import Discriminator, Generator
-from srgan.runtime import Runtime
-from srgan.training import discriminator_step, generator_step, mse_step
+from srgan.core.runtime import Runtime
+from srgan.models.networks import Discriminator, Generator
+from srgan.training.losses import ContentLoss
+from srgan.training.steps import discriminator_step, generator_step, mse_step
 
 CPU_FP32 = Runtime(torch.device("cpu"), "fp32")
 

@@ -20,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from torchvision.models import vgg19
-
 from project import BIN, REPO, TINY, make_project, mlflow_runs, out_hashes, photo, run, tiny_images
+from torchvision.models import vgg19
 
 pytestmark = pytest.mark.e2e
 
@@ -91,7 +90,7 @@ def test_exp_run_reruns_only_train_and_evaluate(pipeline: Path) -> None:
 def readme_block(after: str) -> list[str]:
     """The commands of the README's first ```bash block after the line containing `after`."""
     text = (REPO / "README.md").read_text()
-    block = text[text.index(after):].split("```bash\n", 1)[1].split("```", 1)[0]
+    block = text[text.index(after) :].split("```bash\n", 1)[1].split("```", 1)[0]
     return [line.split("  #")[0].strip() for line in block.splitlines() if line.strip()]
 
 
@@ -102,7 +101,10 @@ def test_a_typo_in_exp_run_is_refused_before_any_out_is_touched_and_the_readme_r
     """`-S +key` adds a key: at top level no stage reads it (it used to pass and be recorded as an
     experiment); inside a section the train stage used to remove its outs before refusing it."""
     run(["git", "add", "-A"], pipeline)
-    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "the last good state", "--allow-empty"], pipeline)
+    run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "the last good state", "--allow-empty"],
+        pipeline,
+    )
     outs = {path: (pipeline / path).read_bytes() for path in ("models/srgan.pt", "reports/plots/train.csv")}
     failed = run(["dvc", "exp", "run", "-S", setting], pipeline, check=False)
     log = failed.stdout + failed.stderr

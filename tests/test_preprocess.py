@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srgan.config import DataParams, Params, PreprocessParams
-from srgan.errors import SrganError
-from srgan.imageio import read_image
-from srgan.imresize import imresize_uint8
-from srgan.preprocess import patch_corners, prepare, preprocess, select_val_patches, split_images
+from srgan.core.config import DataParams, Params, PreprocessParams
+from srgan.core.errors import SrganError
+from srgan.data.imageio import read_image
+from srgan.data.imresize import imresize_uint8
+from srgan.data.preprocess import patch_corners, prepare, preprocess, select_val_patches, split_images
 
 REPO = Path(__file__).resolve().parents[1]
 HR, SCALE = 96, 4
@@ -42,7 +42,11 @@ def _run_stage(cwd: Path) -> subprocess.CompletedProcess[str]:
     """`python -m stages.preprocess` as dvc.yaml runs it, from `cwd` (which holds params.yaml)."""
     return subprocess.run(
         [sys.executable, "-m", "stages.preprocess", "--raw", "raw", "--out", "data/prepared"],
-        cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=120,
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -173,7 +177,9 @@ def test_eval_pngs_are_modcropped_with_their_lr(prepared: tuple[Path, dict], inp
     assert Image.open(out / "eval/set/lr/b.png").size == (10, 12)  # 42×50 -> modcrop 40×48 -> /4
 
 
-def test_same_bytes_whatever_the_worker_count(prepared: tuple[Path, dict], inputs: tuple[Path, Path], tmp_path: Path) -> None:
+def test_same_bytes_whatever_the_worker_count(
+    prepared: tuple[Path, dict], inputs: tuple[Path, Path], tmp_path: Path
+) -> None:
     out, _ = prepared
     train_dir, eval_dir = inputs
     settings = PreprocessParams(**{**SETTINGS.__dict__, "workers": 2})
@@ -225,7 +231,11 @@ def test_patch_grid() -> None:
 def test_val_patches_spread_over_images() -> None:
     sizes = {"a.png": (300, 300), "b.png": (96, 96), "c.png": (192, 96)}  # 9, 1 and 2 patches
     chosen = select_val_patches(sizes, hr_size=96, stride=96, limit=5, seed=0)
-    assert sorted((name, len(corners)) for name, corners in chosen.items()) == [("a.png", 2), ("b.png", 1), ("c.png", 2)]
+    assert sorted((name, len(corners)) for name, corners in chosen.items()) == [
+        ("a.png", 2),
+        ("b.png", 1),
+        ("c.png", 2),
+    ]
     assert chosen == select_val_patches(sizes, hr_size=96, stride=96, limit=5, seed=0)
     one_each = select_val_patches(sizes, hr_size=96, stride=96, limit=2, seed=0)
     assert [len(c) for c in one_each.values()] == [1, 1]
@@ -247,7 +257,8 @@ def test_stage_reads_params_and_raw_folders(inputs: tuple[Path, Path], tmp_path:
     (tmp_path / "raw" / "set5").symlink_to(eval_dir)
     (tmp_path / "params.yaml").write_text(
         "data: {train: div2k, eval: [set5]}\n"
-        "preprocess: {hr_size: 96, stride: 96, val_fraction: 0.3, max_val_patches: 5, max_pixels: 1000000, workers: 1}\n"
+        "preprocess: {hr_size: 96, stride: 96, val_fraction: 0.3, max_val_patches: 5, max_pixels: 1000000, "
+        "workers: 1}\n"
     )
     result = _run_stage(tmp_path)
     assert result.returncode == 0, result.stderr
@@ -267,8 +278,10 @@ def test_a_single_training_image_is_warned_about_in_the_log_and_the_manifest(tmp
     )
     result = _run_stage(tmp_path)
     assert result.returncode == 0, result.stderr
-    message = ("raw/div2k: only one usable training image, so validation uses patches of it: "
-               "the validation PSNR is not held out; add images to data.train")
+    message = (
+        "raw/div2k: only one usable training image, so validation uses patches of it: "
+        "the validation PSNR is not held out; add images to data.train"
+    )
     assert f"warning: {message}" in result.stderr.splitlines()
     manifest = json.loads((tmp_path / "data/prepared/manifest.json").read_text())
     assert manifest["warnings"] == [message]

@@ -3,7 +3,7 @@
 project's own MLflow store with every metric: no write lost to sqlite's "database is locked".
 
 The queued runs execute in DVC's temporary copies under `.dvc/tmp/exps/`; they find the
-project's `mlflow.db` and `.cache/` through `$DVC_ROOT` (srgan/runtime.py).
+project's `mlflow.db` and `.cache/` through `$DVC_ROOT` (srgan/core/runtime.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any
 
 import pytest
 from mlflow.tracking import MlflowClient
-
 from project import TINY, make_project, run, tiny_images
 
 pytestmark = pytest.mark.e2e
@@ -33,7 +32,7 @@ EXPERIMENTS = {"adv-lo": 0.002, "adv-hi": 0.005}
 # train stages are long enough to overlap and both write to sqlite many times while the other does.
 STEPS, EVERY = 40, 5
 TRAIN_CURVES = ("g_content", "g_adv", "d_real", "d_fake", "val_psnr")
-LOG_EVERY = 10  # srgan.training.LOG_EVERY: losses are logged at these steps and at checkpoints
+LOG_EVERY = 10  # srgan.training.loop.LOG_EVERY: losses are logged at these steps and at checkpoints
 QUEUE_TIMEOUT = 600
 FINAL = {"Success", "Failed"}
 
@@ -58,7 +57,9 @@ def wait_for_queue(project: Path) -> dict[str, str]:
             return statuses
         time.sleep(3)
     logs = {name: _logs(project, name) for name in EXPERIMENTS}
-    pytest.fail(f"queue not done after {QUEUE_TIMEOUT} s: {statuses}\n" + "\n".join(f"--- {n}\n{t}" for n, t in logs.items()))
+    pytest.fail(
+        f"queue not done after {QUEUE_TIMEOUT} s: {statuses}\n" + "\n".join(f"--- {n}\n{t}" for n, t in logs.items())
+    )
 
 
 def _logs(project: Path, name: str) -> str:
@@ -106,7 +107,7 @@ def find_exps(node: Any, name: str) -> Iterator[dict[str, Any]]:
 
 
 def logged_steps(steps: int, every: int) -> list[int]:
-    """The steps at which a training stage logs its losses (srgan.training.run_loop)."""
+    """The steps at which a training stage logs its losses (srgan.training.loop.run_loop)."""
     return [s for s in range(1, steps + 1) if s % LOG_EVERY == 0 or s % every == 0 or s == steps]
 
 
@@ -132,8 +133,25 @@ def project(tmp_path: Path) -> Iterator[Path]:
 def test_two_queued_experiments_run_concurrently_and_log_everything(project: Path) -> None:
     run(["dvc", "repro"], project)  # the baseline: every stage once
     for name, weight in EXPERIMENTS.items():
-        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.adv_weight={weight}",
-             "-S", f"train.steps={STEPS}", "-S", f"train.val_every={EVERY}", "-S", f"train.checkpoint_every={EVERY}"], project)
+        run(
+            [
+                "dvc",
+                "exp",
+                "run",
+                "--queue",
+                "-n",
+                name,
+                "-S",
+                f"train.adv_weight={weight}",
+                "-S",
+                f"train.steps={STEPS}",
+                "-S",
+                f"train.val_every={EVERY}",
+                "-S",
+                f"train.checkpoint_every={EVERY}",
+            ],
+            project,
+        )
     assert queue_status(project) == dict.fromkeys(EXPERIMENTS, "Queued")
 
     started = run(["dvc", "queue", "start", "-j", "2"], project)
@@ -179,8 +197,9 @@ def test_two_queued_experiments_run_concurrently_and_log_everything(project: Pat
         # train: every curve point, equal to the experiment's own train.csv, up to the last step.
         train = mine["train"]
         train_runs[name] = train
-        text = subprocess.run(["git", "show", f"{rev}:reports/plots/train.csv"], cwd=project,
-                              capture_output=True, text=True, check=True).stdout
+        text = subprocess.run(
+            ["git", "show", f"{rev}:reports/plots/train.csv"], cwd=project, capture_output=True, text=True, check=True
+        ).stdout
         rows = list(csv.DictReader(io.StringIO(text)))
         expected = logged_steps(STEPS, EVERY)
         assert [int(row["step"]) for row in rows] == expected
@@ -203,7 +222,12 @@ def test_two_queued_experiments_run_concurrently_and_log_everything(project: Pat
 
         # evaluate: its final metric table, equal to the experiment's metrics.json.
         evaluate = mine["evaluate"]
-        flat = {f"{s}.{m}.{k}": v for s, models in metrics.items() for m, scores in models.items() for k, v in scores.items()}
+        flat = {
+            f"{s}.{m}.{k}": v
+            for s, models in metrics.items()
+            for m, scores in models.items()
+            for k, v in scores.items()
+        }
         assert set(flat) <= set(evaluate.data.metrics)
         for key, value in flat.items():
             history = client.get_metric_history(evaluate.info.run_id, key)

@@ -21,9 +21,9 @@ import mlflow
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-
 from project import BIN, TINY, free_port, make_project, out_hashes, run, stop_process_group, tiny_images, wait_for_url
-from srgan.checkpoint import load_generator
+
+from srgan.models.checkpoint import load_generator
 
 pytestmark = pytest.mark.e2e
 
@@ -34,10 +34,16 @@ SERVER_START_TIMEOUT = 180  # s; the server imports mlflow and migrates a new sq
 def server_command(root: Path, port: int) -> list[str]:
     """README "A shared tracking server", with this test's paths and port."""
     return [
-        str(BIN / "mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{root / 'server.db'}",
-        "--artifacts-destination", str(root / "artifacts"),
-        "--host", "127.0.0.1", "--port", str(port),
+        str(BIN / "mlflow"),
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'server.db'}",
+        "--artifacts-destination",
+        str(root / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
     ]
 
 
@@ -50,8 +56,14 @@ def mlflow_server(root: Path) -> Iterator[str]:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # it execs uvicorn
     env.pop("MLFLOW_TRACKING_URI", None)
     with open(log, "wb") as log_file:
-        server = subprocess.Popen(server_command(root, port), cwd=root, env=env, stdout=log_file,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            server_command(root, port),
+            cwd=root,
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_url(f"{url}/health", server, log, SERVER_START_TIMEOUT)
@@ -125,7 +137,9 @@ def test_stages_log_runs_metrics_and_models_to_a_shared_tracking_server(served: 
 
     # The evaluate run holds every number of reports/metrics.json.
     metrics = json.loads((project / "reports" / "metrics.json").read_text())
-    flat = {f"{s}.{m}.{k}": v for s, models in metrics.items() for m, scores in models.items() for k, v in scores.items()}
+    flat = {
+        f"{s}.{m}.{k}": v for s, models in metrics.items() for m, scores in models.items() for k, v in scores.items()
+    }
     assert runs["evaluate"].data.metrics == pytest.approx(flat)
 
     # Artifacts: listed through the server, stored in its --artifacts-destination.

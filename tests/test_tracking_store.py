@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-OPEN = "import sys; from srgan.tracking import _use_store; _use_store(f'sqlite:///{sys.argv[1]}')"
+OPEN = "import sys; from srgan.core.tracking import _use_store; _use_store(f'sqlite:///{sys.argv[1]}')"
 
 
 def test_a_kill_while_the_store_is_built_leaves_it_complete_or_absent(tmp_path: Path) -> None:
@@ -28,8 +28,12 @@ def test_a_kill_while_the_store_is_built_leaves_it_complete_or_absent(tmp_path: 
         proc.wait()
         stores.append(store)
     # What the next stage does: open each store (building it if absent) and use it.
-    check = ("import sys; from mlflow.tracking import MlflowClient; from srgan.tracking import _use_store\n"
-             "for path in sys.argv[1:]:\n"
-             "    _use_store(f'sqlite:///{path}'); MlflowClient(f'sqlite:///{path}').create_experiment('x')")
-    result = subprocess.run([sys.executable, "-c", check, *map(str, stores)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    check = (
+        "import sys; from mlflow.tracking import MlflowClient; from srgan.core.tracking import _use_store\n"
+        "for path in sys.argv[1:]:\n"
+        "    _use_store(f'sqlite:///{path}'); MlflowClient(f'sqlite:///{path}').create_experiment('x')"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", check, *map(str, stores)], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]

@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
-
-from srgan import checkpoint
-from srgan.checkpoint import load_generator, save_generator, generator_config
-from srgan.errors import SrganError
-from srgan.models import Generator
 from tiny_stage import PRETRAIN, stage, wait_for_first_checkpoint, write_tiny_project
+
+from srgan.core.errors import SrganError
+from srgan.models import checkpoint
+from srgan.models.checkpoint import generator_config, load_generator, save_generator
+from srgan.models.networks import Generator
+
 
 def test_pretrain_resumes_after_sigkill_and_ends_at_the_configured_step(tmp_path: Path) -> None:
     write_tiny_project(tmp_path, steps=400)
@@ -62,8 +63,20 @@ def test_tiny_pretrain_and_train_are_recorded_in_mlflow(tmp_path: Path) -> None:
     first = stage(tmp_path, "pretrain", *PRETRAIN)
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
-    second = stage(tmp_path, "train", "--data", "data/prepared", "--init", "models/srresnet.pt", "--out", "models/srgan.pt",
-                   "--discriminator", "models/discriminator.pt", "--curves", "reports/plots/train.csv")
+    second = stage(
+        tmp_path,
+        "train",
+        "--data",
+        "data/prepared",
+        "--init",
+        "models/srresnet.pt",
+        "--out",
+        "models/srgan.pt",
+        "--discriminator",
+        "models/discriminator.pt",
+        "--curves",
+        "reports/plots/train.csv",
+    )
     _, train_err = second.communicate(timeout=300)
     assert second.returncode == 0, train_err
     assert "Pickle" not in err + train_err  # MLflow's warning, which the user cannot act on
@@ -165,7 +178,9 @@ def test_ctrl_c_in_a_terminal_saves_a_checkpoint_and_the_resumed_execution_is_on
     until then (the first checkpoint is written at a log step, so ten batches are still due)."""
     write_tiny_project(tmp_path, steps=400)
     params = tmp_path / "params.yaml"
-    params.write_text(params.read_text().replace("workers: 0", "workers: 1").replace("checkpoint_every: 5", "checkpoint_every: 50"))
+    params.write_text(
+        params.read_text().replace("workers: 0", "workers: 1").replace("checkpoint_every: 5", "checkpoint_every: 50")
+    )
     proc = stage(tmp_path, "pretrain", *PRETRAIN, start_new_session=True)
     checkpoints = wait_for_first_checkpoint(tmp_path)
     os.killpg(proc.pid, signal.SIGINT)

@@ -19,14 +19,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-import srgan.upscale
-from srgan.checkpoint import generator_config, save_discriminator, save_generator
+import srgan.inference.upscale
 from srgan.cli import main
-from srgan.errors import SrganError
-from srgan.evaluate import generator_upscaler
-from srgan.models import Discriminator, Generator
-from srgan.runtime import Runtime
-from srgan.upscale import (
+from srgan.core.errors import SrganError
+from srgan.core.runtime import Runtime
+from srgan.evaluation.evaluate import generator_upscaler
+from srgan.inference.upscale import (
     MIN_TILE,
     Job,
     context_radius,
@@ -37,13 +35,17 @@ from srgan.upscale import (
     upscale_files,
     upscale_image,
 )
+from srgan.models.checkpoint import generator_config, save_discriminator, save_generator
+from srgan.models.networks import Discriminator, Generator
 
 BIN = Path(sys.executable).parent
 CPU_FP32 = Runtime(torch.device("cpu"), "fp32")
 FP32 = ["--device", "cpu", "--precision", "fp32"]
 
 
-def random_generator(scale: int = 4, blocks: int = 2, channels: int = 8, bicubic_skip: bool = True, seed: int = 0) -> Generator:
+def random_generator(
+    scale: int = 4, blocks: int = 2, channels: int = 8, bicubic_skip: bool = True, seed: int = 0
+) -> Generator:
     """Random weights in eval mode, with BN statistics that are not the identity and the output
     centred in [0, 1], so a tiling mistake shows in the pixels instead of vanishing into clamping."""
     torch.manual_seed(seed)
@@ -64,7 +66,9 @@ def smooth_image(height: int, width: int, channels: int = 3, seed: int = 0) -> n
     """uint8 (H, W, C) (or (H, W) for C = 0): a photo-like smooth random field, deterministic."""
     rng = np.random.default_rng(seed)
     coarse = rng.random((height // 8 + 2, width // 8 + 2, max(channels, 1)))
-    img = np.kron(coarse, np.ones((8, 8, 1)))[:height, :width] * 200 + rng.random((height, width, max(channels, 1))) * 55
+    img = (
+        np.kron(coarse, np.ones((8, 8, 1)))[:height, :width] * 200 + rng.random((height, width, max(channels, 1))) * 55
+    )
     img = img.astype(np.uint8)
     return img[:, :, 0] if channels == 0 else img
 
@@ -142,7 +146,7 @@ def test_too_little_context_breaks_the_equality(monkeypatch: pytest.MonkeyPatch)
     gen = random_generator()
     lr_img = smooth_image(64, 64)
     whole = generator_upscaler(gen, CPU_FP32)(lr_img)
-    monkeypatch.setattr(srgan.upscale, "context_radius", lambda gen: 1)  # the true radius is 12
+    monkeypatch.setattr(srgan.inference.upscale, "context_radius", lambda gen: 1)  # the true radius is 12
     tiled = upscale_image(gen, lr_img, CPU_FP32, tile=32)
     assert np.abs(tiled.astype(int) - whole).max() > 5
 
@@ -188,7 +192,9 @@ def test_alpha_is_upscaled_by_bicubic_and_reattached(tmp_path: Path, model_file:
     with Image.open(tmp_path / "out.png") as out:
         assert (out.mode, out.size) == (mode, (120, 80))
         pixels = np.asarray(out)
-    assert np.array_equal(pixels[..., -1], np.asarray(Image.fromarray(alpha).resize((120, 80), Image.Resampling.BICUBIC)))
+    assert np.array_equal(
+        pixels[..., -1], np.asarray(Image.fromarray(alpha).resize((120, 80), Image.Resampling.BICUBIC))
+    )
     expected = upscale_image(random_generator(), color, CPU_FP32)
     assert np.array_equal(pixels[..., :-1].squeeze(-1) if mode == "LA" else pixels[..., :3], expected)
 
@@ -231,7 +237,9 @@ def test_palette_images(tmp_path: Path, model_file: Path, transparent: bool) -> 
             assert (np.asarray(out)[..., 3] < 255).any()
 
 
-@pytest.mark.parametrize(("suffix", "pillow_format"), [(".jpg", "JPEG"), (".jpeg", "JPEG"), (".webp", "WEBP"), (".png", "PNG")])
+@pytest.mark.parametrize(
+    ("suffix", "pillow_format"), [(".jpg", "JPEG"), (".jpeg", "JPEG"), (".webp", "WEBP"), (".png", "PNG")]
+)
 def test_output_format_follows_the_extension(tmp_path: Path, model_file: Path, suffix: str, pillow_format: str) -> None:
     Image.fromarray(smooth_image(12, 16)).save(tmp_path / "in.jpg", quality=95)
     upscale_cli(tmp_path / "in.jpg", "-o", tmp_path / f"out{suffix}", "--model", model_file)
@@ -252,7 +260,9 @@ def test_folder_output_keeps_names_with_the_chosen_or_own_extension(tmp_path: Pa
     webp = plan_jobs([folder / "a.jpg", folder / "b.png"], str(tmp_path / "out"), "webp")
     assert [j.target for j in webp] == [tmp_path / "out" / "a.webp", tmp_path / "out" / "b.webp"]
     assert plan_jobs([folder / "a.jpg"], str(tmp_path / "big.png")) == [Job(folder / "a.jpg", tmp_path / "big.png")]
-    assert plan_jobs([folder / "a.jpg"], str(tmp_path / "results")) == [Job(folder / "a.jpg", tmp_path / "results" / "a.jpg")]
+    assert plan_jobs([folder / "a.jpg"], str(tmp_path / "results")) == [
+        Job(folder / "a.jpg", tmp_path / "results" / "a.jpg")
+    ]
 
 
 @pytest.mark.parametrize(
@@ -306,7 +316,8 @@ def test_each_bad_file_gets_one_line_and_the_others_are_processed(
     errors = error_lines(capsys.readouterr().err)
     assert errors == [
         f"error: {out / 'blocked.png'}: cannot write (Is a directory)",
-        f"error: {inputs / 'large.png'}: too many pixels (60×40 > 1250 input pixels, i.e. 20000 output pixels at ×4; see --max-output-pixels)",
+        f"error: {inputs / 'large.png'}: too many pixels (60×40 > 1250 input pixels, i.e. 20000 output pixels "
+        "at ×4; see --max-output-pixels)",
         f"error: {inputs / 'text.png'}: not an image",
         f"error: {inputs / 'truncated.png'}: truncated",
         f"error: {tmp_path / 'missing.png'}: cannot read (No such file or directory)",
@@ -329,7 +340,9 @@ def test_a_model_file_of_the_wrong_kind_is_refused(tmp_path: Path, capsys: pytes
     assert not (tmp_path / "out.png").exists()
 
 
-def test_what_the_output_format_cannot_hold_is_refused_before_inference(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_what_the_output_format_cannot_hold_is_refused_before_inference(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     Image.fromarray(np.zeros((4, 4, 4), np.uint8), mode="RGBA").save(tmp_path / "alpha.png")
     Image.fromarray(np.zeros((2, 4100, 3), np.uint8)).save(tmp_path / "wide.png")
     jobs = [Job(tmp_path / "alpha.png", tmp_path / "alpha.jpg"), Job(tmp_path / "wide.png", tmp_path / "wide.webp")]
@@ -354,7 +367,6 @@ def test_an_existing_output_is_never_half_overwritten(tmp_path: Path, monkeypatc
     assert failed == 1
     assert (tmp_path / "out" / "in.png").read_bytes() == b"the old output"
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["in.png"]
-
 
 
 # --- in a user's hands ----------------------------------------------------------------------------
@@ -389,8 +401,14 @@ def test_model_files_that_are_not_checkpoints_get_one_line(tmp_path: Path, capsy
     (tmp_path / "random.pt").write_bytes(np.random.default_rng(0).bytes(4096))
     (tmp_path / "model.json").write_text('{"format": "srgan-generator-v1"}')
     mismatched = tmp_path / "mismatched.pt"
-    torch.save({"format": "srgan-generator-v1", "config": generator_config(4, 3, 8, True),
-                "state_dict": random_generator(blocks=2).state_dict()}, mismatched)
+    torch.save(
+        {
+            "format": "srgan-generator-v1",
+            "config": generator_config(4, 3, 8, True),
+            "state_dict": random_generator(blocks=2).state_dict(),
+        },
+        mismatched,
+    )
     expected = {
         "random.pt": "is not an srgan checkpoint (not a readable PyTorch file)",
         "model.json": "is not an srgan checkpoint (not a readable PyTorch file)",
@@ -405,7 +423,9 @@ def test_model_files_that_are_not_checkpoints_get_one_line(tmp_path: Path, capsy
     assert not (tmp_path / "out.png").exists()
 
 
-def test_a_tile_smaller_than_the_minimum_is_refused(tmp_path: Path, model_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_tile_smaller_than_the_minimum_is_refused(
+    tmp_path: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     Image.fromarray(smooth_image(12, 16)).save(tmp_path / "in.png")
     with pytest.raises(SystemExit) as exit_info:
         upscale_cli(tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model_file, "--tile", "1")
@@ -480,7 +500,9 @@ def test_ctrl_c_while_upscaling_a_folder_says_how_many_were_written(tmp_path: Pa
 
 def test_a_run_uri_outside_the_repository_gets_a_hint_and_leaves_no_store(tmp_path: Path) -> None:
     Image.fromarray(smooth_image(12, 16)).save(tmp_path / "in.png")
-    proc = srgan_command("upscale", "in.png", "-o", "out.png", "--model", "runs:/0123456789abcdef/generator", cwd=tmp_path)
+    proc = srgan_command(
+        "upscale", "in.png", "-o", "out.png", "--model", "runs:/0123456789abcdef/generator", cwd=tmp_path
+    )
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2
     assert err.strip().splitlines()[-1] == (

@@ -37,8 +37,15 @@ def stage(root: Path, name: str, *args: str, **popen: object) -> subprocess.Pope
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("DVC_ROOT", None)
-    return subprocess.Popen([sys.executable, "-m", f"stages.{name}", *args], cwd=root, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", f"stages.{name}", *args],
+        cwd=root,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
 
 
 def wait_for_first_checkpoint(root: Path) -> Path:

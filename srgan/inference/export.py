@@ -26,8 +26,8 @@ import warnings
 
 import torch
 
-from srgan.atomic import atomic_path
-from srgan.models import Generator
+from srgan.core.atomic import atomic_path
+from srgan.models.networks import Generator
 
 ONNX_OPSET = 17
 
@@ -47,6 +47,8 @@ def export_onnx(gen: Generator, path: str | os.PathLike[str]) -> None:
             opset_version=ONNX_OPSET,
             input_names=["lr_img"],
             output_names=["sr_img"],
-            dynamic_axes={"lr_img": {0: "batch", 2: "height", 3: "width"},
-                          "sr_img": {0: "batch", 2: "out_height", 3: "out_width"}},
+            dynamic_axes={
+                "lr_img": {0: "batch", 2: "height", 3: "width"},
+                "sr_img": {0: "batch", 2: "out_height", 3: "out_width"},
+            },
         )

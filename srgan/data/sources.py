@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from srgan.errors import SrganError
+from srgan.core.errors import SrganError
 
 Role = Literal["train", "eval"]
 
@@ -63,7 +63,9 @@ _EDSR_BENCHMARK_MD5 = "4ace41d33c2384b97e6b320cd0afd6ba"
 
 def _benchmark(name: str, folder: str) -> Source:
     member = rf"benchmark/{folder}/HR/([^/]+)"
-    return Source(name, f"{folder} HR images from EDSR's benchmark.tar", (Archive(_EDSR_BENCHMARK, _EDSR_BENCHMARK_MD5, member),))
+    return Source(
+        name, f"{folder} HR images from EDSR's benchmark.tar", (Archive(_EDSR_BENCHMARK, _EDSR_BENCHMARK_MD5, member),)
+    )
 
 
 REGISTRY: dict[str, Source] = {
@@ -117,9 +119,7 @@ def check_source(name: str, key: str) -> None:
             raise SrganError(f"params: {key}={name!r} is a URL but not of a .zip, .tar or .tar.gz archive")
         return
     if not Path(name).expanduser().is_dir():
-        raise SrganError(
-            f"params: {key}={name!r} is not a folder, an archive URL or one of: {', '.join(REGISTRY)}"
-        )
+        raise SrganError(f"params: {key}={name!r} is not a folder, an archive URL or one of: {', '.join(REGISTRY)}")
 
 
 def slug(name: str) -> str:

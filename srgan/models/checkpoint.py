@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from srgan.atomic import write_bytes
-from srgan.errors import SrganError
-from srgan.models import Discriminator, Generator
+from srgan.core.atomic import write_bytes
+from srgan.core.errors import SrganError
+from srgan.models.networks import Discriminator, Generator
 
 GENERATOR_FORMAT = "srgan-generator-v1"
 DISCRIMINATOR_FORMAT = "srgan-discriminator-v1"
@@ -45,7 +45,11 @@ def load(path: str | Path, expected_format: str) -> dict[str, Any]:
         # code: it is not passed on. A pickle naming Python objects ("unsupported GLOBAL") is
         # told apart from bytes that are no pickle at all.
         objects = isinstance(err, pickle.UnpicklingError) and "GLOBAL" in str(err)
-        what = "it holds Python objects, not plain weights; refused without running them" if objects else "not a readable PyTorch file"
+        what = (
+            "it holds Python objects, not plain weights; refused without running them"
+            if objects
+            else "not a readable PyTorch file"
+        )
         raise SrganError(f"{path}: is not an srgan checkpoint ({what})") from None
     found = payload.get("format") if isinstance(payload, dict) else None
     if found != expected_format:
@@ -73,8 +77,10 @@ def load_generator(path: str | Path, expect: dict[str, Any] | None = None) -> Ge
         model.load_state_dict(payload["state_dict"])
     except (TypeError, ValueError, RuntimeError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise SrganError(f"{path}: its weights do not fit its stored config {config} ({first[:120]}); "
-                         "the file was altered or written by other code") from None
+        raise SrganError(
+            f"{path}: its weights do not fit its stored config {config} ({first[:120]}); "
+            "the file was altered or written by other code"
+        ) from None
     return model.eval()
 
 
@@ -98,3 +104,10 @@ def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     model = getattr(model, "module", model)
     model = getattr(model, "_orig_mod", model)
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def plain_copy(gen: torch.nn.Module, config: dict[str, Any]) -> Generator:
+    """An fp32, contiguous-format CPU copy of the generator, as users load it."""
+    plain = Generator(**config)
+    plain.load_state_dict(cpu_state_dict(gen))
+    return plain.eval()

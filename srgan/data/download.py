@@ -27,9 +27,9 @@ import requests
 import skimage.data
 from tqdm import tqdm
 
-from srgan import sources
-from srgan.atomic import write_json
-from srgan.errors import SrganError
+from srgan.core.atomic import write_json
+from srgan.core.errors import SrganError
+from srgan.data import sources
 
 CHUNK_BYTES = 1 << 20
 MAX_ATTEMPTS = 5  # connections per fetch; each one after a drop resumes where the last stopped
@@ -153,9 +153,7 @@ def fetch(url: str, dest: Path, md5: str | None = None, progress: bool = True) -
         if actual != md5:
             bad = dest.with_name(dest.name + ".bad")
             os.replace(part, bad)
-            raise SrganError(
-                f"{dest.name} from {url}: md5 is {actual}, expected {md5}; the download is kept as {bad}"
-            )
+            raise SrganError(f"{dest.name} from {url}: md5 is {actual}, expected {md5}; the download is kept as {bad}")
     os.replace(part, dest)
     return dest
 
@@ -296,7 +294,11 @@ def write_manifest(folder: Path, source: str, skipped: Skipped, archive_sha256: 
     preprocess and reviewers can check against. Files are sorted so equal folders give equal bytes.
     """
     files = [
-        {"file": path.relative_to(folder).as_posix(), "size": path.stat().st_size, "sha256": file_digest(path, "sha256")}
+        {
+            "file": path.relative_to(folder).as_posix(),
+            "size": path.stat().st_size,
+            "sha256": file_digest(path, "sha256"),
+        }
         for path in sorted(folder.rglob("*"), key=lambda p: p.relative_to(folder).as_posix())
         if path.is_file() and path.relative_to(folder).as_posix() != MANIFEST
     ]

@@ -18,7 +18,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 
-from srgan.errors import SrganError
+from srgan.core.errors import SrganError
 
 
 def _positive(value: float) -> bool:
@@ -128,7 +128,9 @@ class Params:
 
     def __post_init__(self) -> None:
         if self.preprocess.hr_size % self.scale:
-            raise SrganError(f"params: preprocess.hr_size={self.preprocess.hr_size} must be a multiple of scale={self.scale}")
+            raise SrganError(
+                f"params: preprocess.hr_size={self.preprocess.hr_size} must be a multiple of scale={self.scale}"
+            )
         for name in ("pretrain", "train"):
             crop = getattr(self, name).crop_size
             if crop % self.scale or crop > self.preprocess.hr_size:

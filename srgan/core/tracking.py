@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 from urllib.parse import urlparse
 
 import mlflow
-import srgan
 import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
@@ -27,8 +26,9 @@ from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
-from srgan.errors import SrganError
-from srgan.runtime import project_root
+import srgan
+from srgan.core.errors import SrganError
+from srgan.core.runtime import project_root
 
 EXPERIMENT = "srgan"
 T = TypeVar("T")
@@ -181,9 +181,11 @@ def _end_runs_of_dead_processes(experiment_id: str) -> None:
     ending them (SIGKILL, OOM, power loss), so `mlflow ui` does not show them running forever."""
     client = MlflowClient()
     host = socket.gethostname()
-    running = _retry(lambda: client.search_runs(
-        [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.host = '{host}'", max_results=1000
-    ))
+    running = _retry(
+        lambda: client.search_runs(
+            [experiment_id], filter_string=f"attributes.status = 'RUNNING' and tags.host = '{host}'", max_results=1000
+        )
+    )
     for run in running:
         pid = int(run.data.tags.get("pid", "0"))
         if pid and not _alive(pid):
@@ -209,8 +211,11 @@ def _resumable(run_id: str | None, experiment_id: str, stage: str) -> dict[str, 
         run = _retry(lambda: MlflowClient().get_run(run_id))
     except MlflowException:
         return None
-    usable = (run.info.experiment_id == experiment_id and run.info.lifecycle_stage == "active"
-              and run.data.tags.get("stage") == stage)
+    usable = (
+        run.info.experiment_id == experiment_id
+        and run.info.lifecycle_stage == "active"
+        and run.data.tags.get("stage") == stage
+    )
     return dict(run.data.params) if usable else None
 
 
@@ -230,8 +235,13 @@ def stage_run(stage: str, params: dict[str, Any], enabled: bool = True, resume: 
     experiment_id = _retry(_experiment_id)
     root = project_root()
     _end_runs_of_dead_processes(experiment_id)
-    tags = {"stage": stage, "git_commit": _git_commit(root), "dvc_exp": os.environ.get("DVC_EXP_NAME", ""),
-            "host": socket.gethostname(), "pid": str(os.getpid())}
+    tags = {
+        "stage": stage,
+        "git_commit": _git_commit(root),
+        "dvc_exp": os.environ.get("DVC_EXP_NAME", ""),
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+    }
     logged = _resumable(resume, experiment_id, stage)
     if logged is None:
         run = _retry(lambda: mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags))
@@ -262,8 +272,7 @@ def load_generator_from_uri(model_uri: str) -> torch.nn.Module:
     project's `mlflow.db` in the working directory: if there is none, the URI is refused before
     MLflow would create an empty store there.
     """
-    hint = ("run from the repository that logged it, or set MLFLOW_TRACKING_URI "
-            "(e.g. sqlite:////path/to/repo/mlflow.db)")
+    hint = "run from the repository that logged it, or set MLFLOW_TRACKING_URI (e.g. sqlite:////path/to/repo/mlflow.db)"
     if not os.environ.get("MLFLOW_TRACKING_URI") and not (project_root() / "mlflow.db").is_file():
         raise SrganError(f"{model_uri}: no MLflow store here ({project_root() / 'mlflow.db'} does not exist); {hint}")
     _use_store(tracking_uri())

@@ -17,8 +17,8 @@ import time
 import torch
 import torch.distributed as dist
 
-from srgan.errors import SrganError
-from srgan.runtime import Runtime
+from srgan.core.errors import SrganError
+from srgan.core.runtime import Runtime
 
 
 def under_torchrun() -> bool:
@@ -30,8 +30,16 @@ def relaunch(nproc: int, module: str) -> None:
     when `nproc` > 1 and torchrun has not launched it already; otherwise return."""
     if nproc == 1 or under_torchrun():
         return
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", module, *sys.argv[1:]]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "-m",
+        module,
+        *sys.argv[1:],
+    ]
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, command)
@@ -51,8 +59,10 @@ def setup(rt: Runtime, batch_sizes: dict[str, int]) -> Runtime:
     if device.type == "cuda":
         local_rank = int(os.environ["LOCAL_RANK"])
         if local_rank >= torch.cuda.device_count():
-            raise SrganError(f"{os.environ.get('LOCAL_WORLD_SIZE', world_size)} processes on this machine but only "
-                             f"{torch.cuda.device_count()} GPU(s); lower runtime.nproc (or --nproc-per-node)")
+            raise SrganError(
+                f"{os.environ.get('LOCAL_WORLD_SIZE', world_size)} processes on this machine but only "
+                f"{torch.cuda.device_count()} GPU(s); lower runtime.nproc (or --nproc-per-node)"
+            )
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
     if not dist.is_initialized():

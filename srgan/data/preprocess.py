@@ -1,7 +1,7 @@
 """Preprocess: downloaded images -> aligned (LR, HR) uint8 patch shards and eval PNGs.
 
 Training then only memory-maps arrays: it never decodes a JPEG or resizes on the fly, and
-its LR inputs come from the one MATLAB-compatible bicubic in `srgan.imresize`.
+its LR inputs come from the one MATLAB-compatible bicubic in `srgan.data.imresize`.
 
 Layout under `out` (every path in the manifest is relative to `out`):
 - `train/hr_00000.npy` uint8 (N, hr_size, hr_size, 3) RGB in [0, 255], and `train/lr_00000.npy`
@@ -43,12 +43,12 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from srgan import sources
-from srgan.atomic import atomic_dir, atomic_path, write_json
-from srgan.config import Params, PreprocessParams
-from srgan.errors import SrganError
-from srgan.imageio import ImageReadError, list_images, read_image, write_png
-from srgan.imresize import imresize_uint8, modcrop
+from srgan.core.atomic import atomic_dir, atomic_path, write_json
+from srgan.core.config import Params, PreprocessParams
+from srgan.core.errors import SrganError
+from srgan.data import sources
+from srgan.data.imageio import ImageReadError, list_images, read_image, write_png
+from srgan.data.imresize import imresize_uint8, modcrop
 
 MANIFEST = "manifest.json"
 
@@ -83,7 +83,9 @@ def patch_corners(height: int, width: int, hr_size: int, stride: int) -> list[Co
     return [(y, x) for y in range(0, height - hr_size + 1, stride) for x in range(0, width - hr_size + 1, stride)]
 
 
-def cut_patches(image: np.ndarray, corners: Sequence[Corner], hr_size: int, scale: int) -> tuple[np.ndarray, np.ndarray]:
+def cut_patches(
+    image: np.ndarray, corners: Sequence[Corner], hr_size: int, scale: int
+) -> tuple[np.ndarray, np.ndarray]:
     """HR patches of uint8 RGB `image` (H, W, 3) and their LR versions.
 
     Returns hr (k, hr_size, hr_size, 3) and lr (k, hr_size/scale, hr_size/scale, 3), uint8.
@@ -188,7 +190,9 @@ def _probe(task: tuple[Path, str], *, hr_size: int, max_pixels: int) -> tuple[in
     return height, width
 
 
-def _cut(task: tuple[Path, str, list[Corner]], *, hr_size: int, scale: int, max_pixels: int) -> tuple[np.ndarray, np.ndarray]:
+def _cut(
+    task: tuple[Path, str, list[Corner]], *, hr_size: int, scale: int, max_pixels: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Decode a checked training image and cut its patches at the given corners."""
     folder, name, corners = task
     image = read_image(folder / name, max_pixels=max_pixels)  # (H, W, 3) uint8 RGB
@@ -302,10 +306,16 @@ def _prepare_into(
     train_names, val_names = split_images(list(sizes), settings.val_fraction, seed)
     warnings = []
     if set(val_names) & set(train_names):
-        warnings.append(f"{train_dir}: only one usable training image, so validation uses patches of it: "
-                        "the validation PSNR is not held out; add images to data.train")
+        warnings.append(
+            f"{train_dir}: only one usable training image, so validation uses patches of it: "
+            "the validation PSNR is not held out; add images to data.train"
+        )
     val_corners = select_val_patches(
-        {name: sizes[name] for name in val_names}, hr_size=hr_size, stride=stride, limit=settings.max_val_patches, seed=seed
+        {name: sizes[name] for name in val_names},
+        hr_size=hr_size,
+        stride=stride,
+        limit=settings.max_val_patches,
+        seed=seed,
     )
     tasks = [(train_dir, name, corners) for name, corners in val_corners.items()]
     tasks += [(train_dir, name, patch_corners(*sizes[name], hr_size, stride)) for name in train_names]
@@ -325,7 +335,9 @@ def _prepare_into(
 
     eval_sets = {}
     for slug, folder in eval_dirs.items():
-        images, eval_skipped = _prepare_eval_set(staging, workers, slug, folder, scale=scale, max_pixels=settings.max_pixels)
+        images, eval_skipped = _prepare_eval_set(
+            staging, workers, slug, folder, scale=scale, max_pixels=settings.max_pixels
+        )
         eval_sets[slug] = {"images": images, "num_images": len(images)}
         skipped += eval_skipped
 
@@ -354,7 +366,8 @@ def _prepare_eval_set(
         else:
             outputs[output] = name
     tasks = [
-        (folder, name, staging / source / "hr" / output, staging / source / "lr" / output) for output, name in outputs.items()
+        (folder, name, staging / source / "hr" / output, staging / source / "lr" / output)
+        for output, name in outputs.items()
     ]
     work = partial(_eval_image, scale=scale, max_pixels=max_pixels)
     images = []

@@ -8,9 +8,8 @@ the only image-sized array (3 bytes per output pixel).
 
 Images as people have them (`read_picture`): upright by their EXIF tag; gray stays gray (the model
 sees R = G = B, its output goes back to gray by BT.601 luma); an alpha channel is upscaled by
-Pillow's bicubic and re-attached; 16-bit input becomes 8-bit output, round(v / 257), the rule of
-`srgan.imageio`. Output is PNG, JPEG (quality 95) or WebP (quality 95), chosen by the extension, and
-replaces any old file atomically.
+Pillow's bicubic and re-attached; 16-bit input becomes 8-bit output, round(v / 257). Reading and
+writing (formats, alpha, atomic replacement) are `srgan.data.imageio`'s.
 """
 
 from __future__ import annotations
@@ -28,39 +27,22 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from srgan.atomic import atomic_path
-from srgan.checkpoint import load_generator
-from srgan.errors import SrganError
-from srgan.imageio import decode, to_uint8
-from srgan.models import Generator
-from srgan.runtime import Runtime
-from srgan.sources import IMAGE_EXTENSIONS
+from srgan.core.errors import SrganError
+from srgan.core.runtime import Runtime
+from srgan.data.imageio import OUTPUT_FORMATS, Picture, check_writable, decode, output_format, to_picture, write_picture
+from srgan.data.sources import IMAGE_EXTENSIONS
+from srgan.models.checkpoint import load_generator
+from srgan.models.networks import Generator
 
-# Output extension -> Pillow format. JPEG and WebP at quality 95: Pillow's defaults (75, 80)
-# visibly smooth away the detail the generator just made.
-OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
-_SAVE_OPTIONS: dict[str, dict[str, int]] = {"PNG": {}, "JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
-# The formats' own limits on a side, checked before the (long) inference rather than at save time.
-_MAX_SIDE = {"PNG": 2**31 - 1, "JPEG": 65_535, "WEBP": 16_383}
 DEFAULT_TILE = 256  # LR pixels: 16 blocks × 64 channels peak at about 1 GB in fp32 (0.5 GB in bf16)
 # Below this, the context each tile recomputes (2·blocks + 8 px a side, 40 for the paper's
 # model) outweighs the tile: a 32 px tile already does (32 + 80)² / 32² ≈ 12× the work.
 MIN_TILE = 32
 DEFAULT_MAX_OUTPUT_PIXELS = 100_000_000  # a 3000×2000 photo at ×4 is 96 MP
-# ITU-R BT.601 luma weights (as srgan.evaluate): a gray input's RGB output back to gray.
+# ITU-R BT.601 luma weights: a gray input's RGB output back to gray (the Y of `rgb_to_y`, without offset).
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 # Keys' cubic kernel reaches 2 input pixels each side of the sample point (F.interpolate "bicubic").
 _BICUBIC_RADIUS = 2
-
-
-@dataclass(frozen=True)
-class Picture:
-    """A decoded image, upright: `color` uint8 (H, W, 3) RGB or (H, W) gray, in [0, 255];
-    `alpha` uint8 (H, W), 255 = opaque, or None when the file has no transparency."""
-
-    color: np.ndarray
-    alpha: np.ndarray | None
-    frames: int = 1
 
 
 @dataclass(frozen=True)
@@ -77,14 +59,14 @@ def is_model_uri(spec: str) -> bool:
 
 
 def load_model(spec: str) -> Generator:
-    """A generator from a checkpoint file (`srgan.checkpoint`) or from an MLflow model URI.
+    """A generator from a checkpoint file (`srgan.models.checkpoint`) or from an MLflow model URI.
 
-    The URI is resolved by `srgan.tracking`, the only module that imports mlflow, and only when
+    The URI is resolved by `srgan.core.tracking`, the only module that imports mlflow, and only when
     asked for: importing mlflow costs seconds.
     """
     if not is_model_uri(spec):
         return load_generator(spec)
-    from srgan.tracking import load_generator_from_uri
+    from srgan.core.tracking import load_generator_from_uri
 
     gen = load_generator_from_uri(spec)
     if not isinstance(gen, Generator):
@@ -119,14 +101,15 @@ def tile_spans(length: int, tile: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, length)) for start in range(0, length, size)]
 
 
-def upscale_image(gen: Generator, lr_img: np.ndarray, rt: Runtime, *, tile: int = DEFAULT_TILE,
-                  progress: bool = False) -> np.ndarray:
+def upscale_image(
+    gen: Generator, lr_img: np.ndarray, rt: Runtime, *, tile: int = DEFAULT_TILE, progress: bool = False
+) -> np.ndarray:
     """uint8 (h, w, 3) RGB or (h, w) gray → uint8 (h·s, w·s[, 3]), tile by tile.
 
     Moves `gen` to `rt.device` in channels_last (faster convolutions on CPU and CUDA), and runs it
     in `torch.inference_mode` under `rt.autocast()` (bf16 where `rt` says).
     A gray image goes through the model as R = G = B and comes back by BT.601 luma, each rounded to
-    integers as `srgan.evaluate.generator_upscaler` does. `progress` shows a tqdm bar of tiles on stderr.
+    integers as `srgan.evaluation.evaluate.generator_upscaler` does. `progress` shows a tqdm bar of tiles on stderr.
     """
     gray = lr_img.ndim == 2
     scale, context = gen.scale, context_radius(gen)
@@ -136,9 +119,16 @@ def upscale_image(gen: Generator, lr_img: np.ndarray, rt: Runtime, *, tile: int 
     luma = _LUMA.to(rt.device)[:, None, None]
     spans = [(ys, xs) for ys in tile_spans(height, tile) for xs in tile_spans(width, tile)]
     with torch.inference_mode():
-        for (y0, y1), (x0, x1) in tqdm(spans, desc="tiles", unit="tile", leave=False, disable=not progress, file=sys.stderr):
+        for (y0, y1), (x0, x1) in tqdm(
+            spans, desc="tiles", unit="tile", leave=False, disable=not progress, file=sys.stderr
+        ):
             # The core plus its context, clipped at the image border where the model zero-pads anyway.
-            cy0, cy1, cx0, cx1 = max(y0 - context, 0), min(y1 + context, height), max(x0 - context, 0), min(x1 + context, width)
+            cy0, cy1, cx0, cx1 = (
+                max(y0 - context, 0),
+                min(y1 + context, height),
+                max(x0 - context, 0),
+                min(x1 + context, width),
+            )
             crop = torch.tensor(lr_img[cy0:cy1, cx0:cx1], device=rt.device)  # (th, tw[, 3]) uint8, a copy
             crop = crop[None, None].expand(1, 3, -1, -1) if gray else crop.permute(2, 0, 1)[None]  # (1, 3, th, tw)
             lr_tile = crop.float().div(255).contiguous(memory_format=torch.channels_last)  # in [0, 1]
@@ -152,78 +142,48 @@ def upscale_image(gen: Generator, lr_img: np.ndarray, rt: Runtime, *, tile: int 
 
 
 def read_picture(path: str | os.PathLike[str], *, scale: int, max_output_pixels: int) -> Picture:
-    """Decode an image file, keeping what `srgan.imageio.read_image` drops: alpha, gray, and
+    """Decode an image file, keeping what `srgan.data.imageio.read_image` drops: alpha, gray, and
     the frame count of an animation (its first frame is the picture).
 
-    Same decoding rules, reasons and errors as `read_image` (`srgan.imageio.decode`), with the
+    Same decoding rules, reasons and errors as `read_image` (`srgan.data.imageio.decode`), with the
     bound on the output: W·s × H·s ≤ `max_output_pixels`, checked from the header before any
     pixel is decoded.
     """
     return decode(
         path,
         max_pixels=max_output_pixels // (scale * scale),
-        convert=lambda im: Picture(to_uint8(im, keep_gray=True), _alpha(im), getattr(im, "n_frames", 1)),
+        convert=to_picture,
         bound_note=f" input pixels, i.e. {max_output_pixels} output pixels at ×{scale}; see --max-output-pixels",
     )
 
 
-def _alpha(im: Image.Image) -> np.ndarray | None:
-    """The alpha channel as uint8 (H, W): an A band (RGBA, LA, PA) or a transparent colour (tRNS)."""
-    if "A" in im.getbands():
-        return np.array(im.getchannel("A"))
-    if "transparency" in im.info:
-        return np.array(im.convert("RGBA").getchannel("A"))
-    return None
-
-
-def write_picture(path: str | os.PathLike[str], picture: Picture) -> None:
-    """Write a picture as PNG, JPEG or WebP by `path`'s extension, atomically (old file or new, never half).
-
-    Gray is written as an L image (WebP, which has no gray, stores it as R = G = B).
-    """
-    path = Path(path)
-    fmt = output_format(path)
-    im = Image.fromarray(picture.color)  # L or RGB
-    if picture.alpha is not None:
-        im.putalpha(Image.fromarray(picture.alpha))  # LA or RGBA
-    with atomic_path(path, suffix=path.suffix) as tmp:
-        im.save(tmp, format=fmt, **_SAVE_OPTIONS[fmt])
-
-
-def output_format(path: Path) -> str:
-    """The Pillow format an output path's extension asks for."""
-    try:
-        return OUTPUT_FORMATS[path.suffix.lower()]
-    except KeyError:
-        raise SrganError(f"{path}: cannot write {path.suffix or 'a file without extension'}; use .png, .jpg or .webp") from None
-
-
-def _check_writable(target: Path, picture: Picture, scale: int) -> None:
-    """Refuse, before the inference, what the output format cannot hold."""
-    fmt = output_format(target)
-    if picture.alpha is not None and fmt == "JPEG":
-        raise SrganError(f"{target}: JPEG has no alpha channel and the input has one; write .png or .webp")
-    side = max(picture.color.shape[:2]) * scale
-    if side > _MAX_SIDE[fmt]:
-        raise SrganError(f"{target}: {fmt} holds at most {_MAX_SIDE[fmt]} pixels a side, the output has {side}; write .png")
-
-
-def upscale_file(gen: Generator, job: Job, rt: Runtime, *, tile: int = DEFAULT_TILE,
-                 max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS, progress: bool = False) -> None:
+def upscale_file(
+    gen: Generator,
+    job: Job,
+    rt: Runtime,
+    *,
+    tile: int = DEFAULT_TILE,
+    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+    progress: bool = False,
+) -> None:
     """Read, upscale and write one image; every failure is an `SrganError` naming the file."""
     try:
         picture = read_picture(job.source, scale=gen.scale, max_output_pixels=max_output_pixels)
     except OSError as err:  # missing, unreadable, a folder
         raise SrganError(f"{job.source}: cannot read ({err.strerror or err})") from None
-    _check_writable(job.target, picture, gen.scale)
+    check_writable(job.target, picture.color.shape, picture.alpha is not None, gen.scale)
     if picture.frames > 1:
-        tqdm.write(f"warning: {job.source}: animated ({picture.frames} frames); only the first frame is upscaled",
-                   file=sys.stderr)
+        tqdm.write(
+            f"warning: {job.source}: animated ({picture.frames} frames); only the first frame is upscaled",
+            file=sys.stderr,
+        )
     color = upscale_image(gen, picture.color, rt, tile=tile, progress=progress)
     alpha = None
     if picture.alpha is not None:
         height, width = picture.alpha.shape
-        resized = Image.fromarray(picture.alpha).resize((width * gen.scale, height * gen.scale), Image.Resampling.BICUBIC)
+        resized = Image.fromarray(picture.alpha).resize(
+            (width * gen.scale, height * gen.scale), Image.Resampling.BICUBIC
+        )
         alpha = np.array(resized)  # (H·s, W·s) uint8
     try:
         write_picture(job.target, Picture(color, alpha))
@@ -231,8 +191,15 @@ def upscale_file(gen: Generator, job: Job, rt: Runtime, *, tile: int = DEFAULT_T
         raise SrganError(f"{job.target}: cannot write ({err.strerror or err})") from None
 
 
-def upscale_files(gen: Generator, jobs: Sequence[Job], rt: Runtime, *, tile: int = DEFAULT_TILE,
-                  max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS, progress: bool = False) -> int:
+def upscale_files(
+    gen: Generator,
+    jobs: Sequence[Job],
+    rt: Runtime,
+    *,
+    tile: int = DEFAULT_TILE,
+    max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+    progress: bool = False,
+) -> int:
     """Upscale every job, going on past failures; print one `error:` line per failed file to
     stderr and return how many failed. On Ctrl-C, say how many were written (each output is
     complete or absent: writes are atomic)."""
@@ -283,7 +250,9 @@ def plan_jobs(inputs: Sequence[str | os.PathLike[str]], output: str, fmt: str | 
         suffix = f".{fmt}" if fmt else (source.suffix if source.suffix.lower() in OUTPUT_FORMATS else ".png")
         target = out / f"{source.stem}{suffix}"
         if target in jobs:
-            raise SrganError(f"{source}: its output {target} is also {jobs[target].source}'s; upscale them into separate folders")
+            raise SrganError(
+                f"{source}: its output {target} is also {jobs[target].source}'s; upscale them into separate folders"
+            )
         if _same_file(source, target):
             raise SrganError(f"{source}: the output would replace the input; choose another output folder or --format")
         jobs[target] = Job(source, target)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from srgan.errors import SrganError
+from srgan.core.errors import SrganError
 
 
 class Shards:
@@ -58,7 +58,9 @@ class Shards:
         """Every pair as uint8 tensors (N, 3, h, w) and (N, 3, H, W): for the small validation split."""
         lr = np.concatenate([np.asarray(lr_map) for lr_map, _ in self._open()])
         hr = np.concatenate([np.asarray(hr_map) for _, hr_map in self._open()])
-        return torch.from_numpy(lr).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(hr).permute(0, 3, 1, 2).contiguous()
+        return torch.from_numpy(lr).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(hr).permute(
+            0, 3, 1, 2
+        ).contiguous()
 
 
 class RandomCrops(Dataset):
@@ -118,9 +120,7 @@ def _dihedral(patch: np.ndarray, transform: int) -> np.ndarray:
     return np.ascontiguousarray(patch)
 
 
-def batch_loader(
-    dataset: RandomCrops, *, start: int, stop: int, workers: int, pin_memory: bool
-) -> DataLoader:
+def batch_loader(dataset: RandomCrops, *, start: int, stop: int, workers: int, pin_memory: bool) -> DataLoader:
     """Batches for steps `start` .. `stop`-1, prepared by `workers` processes ahead of the step."""
     return DataLoader(
         dataset,

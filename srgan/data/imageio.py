@@ -13,15 +13,16 @@ import os
 import struct
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from srgan import sources
-from srgan.atomic import atomic_path
-from srgan.errors import SrganError
+from srgan.core.atomic import atomic_path
+from srgan.core.errors import SrganError
+from srgan.data import sources
 
 T = TypeVar("T")
 
@@ -155,3 +156,72 @@ def list_images(folder: Path) -> list[str]:
         for path in folder.rglob("*")
         if path.suffix.lower() in sources.IMAGE_EXTENSIONS and path.is_file()
     )
+
+
+# Output extension -> Pillow format. JPEG and WebP at quality 95: Pillow's defaults (75, 80)
+# visibly smooth away the detail the generator just made.
+OUTPUT_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP"}
+_SAVE_OPTIONS: dict[str, dict[str, int]] = {"PNG": {}, "JPEG": {"quality": 95}, "WEBP": {"quality": 95}}
+# The formats' own limits on a side, checked before the (long) inference rather than at save time.
+_MAX_SIDE = {"PNG": 2**31 - 1, "JPEG": 65_535, "WEBP": 16_383}
+
+
+@dataclass(frozen=True)
+class Picture:
+    """A decoded image, upright: `color` uint8 (H, W, 3) RGB or (H, W) gray, in [0, 255];
+    `alpha` uint8 (H, W), 255 = opaque, or None when the file has no transparency."""
+
+    color: np.ndarray
+    alpha: np.ndarray | None
+    frames: int = 1
+
+
+def to_picture(im: Image.Image) -> Picture:
+    """A decoded Pillow image as a `Picture` (for `decode`'s `convert`)."""
+    return Picture(to_uint8(im, keep_gray=True), _alpha(im), getattr(im, "n_frames", 1))
+
+
+def _alpha(im: Image.Image) -> np.ndarray | None:
+    """The alpha channel as uint8 (H, W): an A band (RGBA, LA, PA) or a transparent colour (tRNS)."""
+    if "A" in im.getbands():
+        return np.array(im.getchannel("A"))
+    if "transparency" in im.info:
+        return np.array(im.convert("RGBA").getchannel("A"))
+    return None
+
+
+def write_picture(path: str | os.PathLike[str], picture: Picture) -> None:
+    """Write a picture as PNG, JPEG or WebP by `path`'s extension, atomically (old file or new, never half).
+
+    Gray is written as an L image (WebP, which has no gray, stores it as R = G = B).
+    """
+    path = Path(path)
+    fmt = output_format(path)
+    im = Image.fromarray(picture.color)  # L or RGB
+    if picture.alpha is not None:
+        im.putalpha(Image.fromarray(picture.alpha))  # LA or RGBA
+    with atomic_path(path, suffix=path.suffix) as tmp:
+        im.save(tmp, format=fmt, **_SAVE_OPTIONS[fmt])
+
+
+def output_format(path: Path) -> str:
+    """The Pillow format an output path's extension asks for."""
+    try:
+        return OUTPUT_FORMATS[path.suffix.lower()]
+    except KeyError:
+        raise SrganError(
+            f"{path}: cannot write {path.suffix or 'a file without extension'}; use .png, .jpg or .webp"
+        ) from None
+
+
+def check_writable(target: Path, shape: tuple[int, ...], alpha: bool, scale: int) -> None:
+    """Refuse, before a (long) computation, what the output format cannot hold: an image of `shape`
+    (H, W[, C]), with alpha or not, upscaled by `scale`."""
+    fmt = output_format(target)
+    if alpha and fmt == "JPEG":
+        raise SrganError(f"{target}: JPEG has no alpha channel and the input has one; write .png or .webp")
+    side = max(shape[:2]) * scale
+    if side > _MAX_SIDE[fmt]:
+        raise SrganError(
+            f"{target}: {fmt} holds at most {_MAX_SIDE[fmt]} pixels a side, the output has {side}; write .png"
+        )

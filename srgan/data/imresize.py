@@ -18,7 +18,7 @@ import math
 
 import numpy as np
 
-from srgan.errors import SrganError
+from srgan.core.errors import SrganError
 
 _KERNEL_WIDTH = 4.0  # support of the Keys cubic kernel, in input pixels at scale 1
 

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from srgan.config import RuntimeParams
-from srgan.errors import SrganError
+from srgan.core.config import RuntimeParams
+from srgan.core.errors import SrganError
 
 
 def project_root() -> Path:
@@ -83,7 +83,9 @@ def resolve_runtime(params: RuntimeParams) -> Runtime:
     """Turn `auto` settings into a concrete device and precision; refuse impossible requests."""
     if params.device == "cuda" and not torch.cuda.is_available():
         raise SrganError("runtime.device=cuda but no CUDA device is available; use runtime.device=auto or cpu")
-    device_type = "cuda" if params.device == "cuda" or (params.device == "auto" and torch.cuda.is_available()) else "cpu"
+    device_type = (
+        "cuda" if params.device == "cuda" or (params.device == "auto" and torch.cuda.is_available()) else "cpu"
+    )
     device = torch.device(device_type)
     if params.precision == "auto":
         precision = "bf16" if device_type == "cuda" or cpu_has_fast_bf16() else "fp32"

@@ -1,0 +1,2 @@
+"""Measuring upscalers: PSNR/SSIM/MSE under named conventions, NIQE, and the evaluate stage's
+reports."""

@@ -1,0 +1,224 @@
+"""Evaluation: upscale every image of a set with bicubic, SRResNet and SRGAN, measure, report.
+
+An *upscaler* is any function uint8 LR (h, w[, 3]) → uint8 SR (h·s, w·s[, 3]); bicubic and a
+generator are both upscalers, so `srgan eval` and the evaluate stage share one measuring path.
+A generator runs through `srgan.inference.upscale.upscale_image`, the path `srgan upscale` uses.
+
+Both sides of SRGAN's trade-off are reported: distortion against HR (MSE, PSNR, SSIM) and the
+no-reference NIQE (lower is better), with HR's own NIQE as the value a perfect result would have.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import torch
+
+from srgan.core.config import Params, flatten
+from srgan.core.errors import SrganError
+from srgan.core.metrics import Convention, convention
+from srgan.core.runtime import Runtime, resolve_runtime
+from srgan.core.tracking import stage_run
+from srgan.data.imageio import ImageReadError, list_images, read_image
+from srgan.data.imresize import bicubic_upscale, imresize_uint8, modcrop
+from srgan.data.sources import IMAGE_EXTENSIONS, slug
+from srgan.evaluation.niqe import niqe, niqe_measures, niqe_min_size
+from srgan.evaluation.report import (
+    MODELS,
+    SetResults,
+    as_table,
+    departures,
+    figure,
+    perception_distortion_plot,
+    write_reports,
+)
+from srgan.evaluation.scores import Scores, average, measure
+from srgan.inference.upscale import upscale_image
+from srgan.models.checkpoint import load_generator
+from srgan.models.networks import Generator
+
+Upscaler = Callable[[np.ndarray], np.ndarray]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One eval image: HR modcropped to the scale, LR made from it by MATLAB bicubic.
+
+    Both uint8, (H, W, 3) RGB or (H, W) for grayscale images, which are measured raw.
+    """
+
+    name: str
+    lr_img: np.ndarray
+    hr_img: np.ndarray
+
+
+def bicubic(scale: int) -> Upscaler:
+    return lambda lr_img: bicubic_upscale(lr_img, scale)
+
+
+def generator_upscaler(gen: Generator, rt: Runtime) -> Upscaler:
+    """`gen` on `rt`, through `srgan upscale`'s tiled inference; grayscale in gives grayscale out."""
+    return lambda lr_img: upscale_image(gen, lr_img, rt)
+
+
+def _user_images(folder: Path) -> list[Path]:
+    """The image files of a folder a user named, or a one-line error if there are none."""
+    if not folder.is_dir():
+        raise SrganError(f"{folder}: not a folder of images")
+    files = [folder / name for name in list_images(folder)]
+    if not files:
+        raise SrganError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return files
+
+
+def _too_small(path: Path, shape: tuple[int, ...], crop_border: int, factor: int = 1) -> None:
+    """Refuse an image (of `shape`, before an upscaling by `factor`) smaller than every metric
+    needs: NIQE's two 96-px blocks after the border crop are the largest need (SSIM needs 11 px)."""
+    if niqe_measures((shape[0] * factor, shape[1] * factor), crop_border):
+        return
+    short, long = (-(-side // factor) for side in niqe_min_size(crop_border))
+    raise ImageReadError(
+        path,
+        f"too small to measure ({shape[1]}×{shape[0]} px; srgan eval needs at least "
+        f"{long}×{short} px, either way round)",
+    )
+
+
+def _measurable(folder: Path, read: Callable[[Path], T]) -> list[T]:
+    """`read` each image of a user's folder; one that cannot be measured (unreadable, too small)
+    is named in a warning line on stderr and skipped, so the others are still measured."""
+    found, skipped = [], 0
+    for path in _user_images(folder):
+        try:
+            found.append(read(path))
+        except ImageReadError as err:
+            skipped += 1
+            print(f"warning: {path}: {err.reason}; skipped", file=sys.stderr)
+    if not found:
+        raise SrganError(f"{folder}: none of its {skipped} images can be measured (see the warnings above)")
+    return found
+
+
+def pairs_from_hr_folder(folder: Path, scale: int, max_pixels: int) -> list[Pair]:
+    """Every measurable HR image of a folder, with its LR made the way preprocess does (for `srgan eval`)."""
+
+    def read(path: Path) -> Pair:
+        hr_img = read_image(path, max_pixels=max_pixels, keep_gray=True)
+        _too_small(path, hr_img.shape, crop_border=scale)  # the minimum is a multiple of the scale: modcrop keeps it
+        hr_img = modcrop(hr_img, scale)
+        return Pair(path.stem, imresize_uint8(hr_img, 1 / scale), hr_img)
+
+    return _measurable(folder, read)
+
+
+def read_folder(folder: Path, scale: int, max_pixels: int) -> list[tuple[str, np.ndarray]]:
+    """Every image of a folder whose ×`scale` output NIQE measures, as (name, uint8 (H, W, 3) RGB
+    or (H, W) gray), for `--no-reference`."""
+
+    def read(path: Path) -> tuple[str, np.ndarray]:
+        lr_img = read_image(path, max_pixels=max_pixels, keep_gray=True)
+        _too_small(path, lr_img.shape, crop_border=scale, factor=scale)
+        return path.relative_to(folder).as_posix(), lr_img
+
+    return _measurable(folder, read)
+
+
+def pairs_from_prepared(folder: Path, max_pixels: int) -> list[Pair]:
+    """The eval pairs preprocess wrote: `<folder>/hr/<name>.png` and `<folder>/lr/<name>.png`."""
+    hr_files = [folder / "hr" / name for name in list_images(folder / "hr")]
+    if not hr_files:
+        raise SrganError(f"{folder}/hr: no images; run the preprocess stage (dvc repro preprocess)")
+    return [
+        Pair(
+            path.stem,
+            read_image(folder / "lr" / path.name, max_pixels=max_pixels, keep_gray=True),
+            read_image(path, max_pixels=max_pixels, keep_gray=True),
+        )
+        for path in hr_files
+    ]
+
+
+def _named(name: str, compute: Callable[[], T]) -> T:
+    """`compute()`, with an image's name put in front of a measuring error (too small, …)."""
+    try:
+        return compute()
+    except SrganError as err:
+        raise SrganError(f"{name}: {err}") from None
+
+
+def evaluate(upscaler: Upscaler, pairs: Sequence[Pair], conv: Convention) -> tuple[Scores, list[np.ndarray]]:
+    """Mean scores over `pairs`, and the SR images (kept for figures)."""
+    outputs = [upscaler(pair.lr_img) for pair in pairs]
+    return average(
+        [_named(pair.name, lambda: measure(sr, pair.hr_img, conv)) for sr, pair in zip(outputs, pairs)]
+    ), outputs
+
+
+def mean_niqe(images: Sequence[tuple[str, np.ndarray]], crop_border: int) -> float:
+    """Mean NIQE of named uint8 images ((H, W, 3) RGB or (H, W) gray), `crop_border` px cropped."""
+    return float(np.mean([_named(name, lambda: niqe(image, crop_border=crop_border)) for name, image in images]))
+
+
+def to_json_line(model: str, scores: Scores) -> str:
+    """`srgan eval --json`: exactly one flat JSON object."""
+    return json.dumps(
+        {
+            "model": model,
+            "psnr": scores.psnr,
+            "ssim": scores.ssim,
+            "mse": scores.mse,
+            "niqe": scores.niqe,
+            "images": scores.images,
+            "convention": scores.convention,
+        }
+    )
+
+
+def run_evaluation(params: Params, data_dir: Path, srresnet_path: Path, srgan_path: Path, reports: Path) -> None:
+    """The evaluate stage: every data.eval set × (bicubic, SRResNet, SRGAN) → reports and MLflow."""
+    rt = resolve_runtime(params.runtime)
+    conv = convention(params.scale)
+    expect = {"scale": params.scale}
+    upscalers = {
+        "bicubic": bicubic(params.scale),
+        "srresnet": generator_upscaler(load_generator(srresnet_path, expect=expect), rt),
+        "srgan": generator_upscaler(load_generator(srgan_path, expect=expect), rt),
+    }
+    results: dict[str, SetResults] = {}
+    figures: dict[str, np.ndarray] = {}
+    for source in params.data.eval:
+        name = slug(source)
+        pairs = pairs_from_prepared(data_dir / "eval" / name, params.preprocess.max_pixels)
+        outputs: dict[str, list[np.ndarray]] = {}
+        scores: dict[str, Scores] = {}
+        for model, upscaler in upscalers.items():
+            scores[model], outputs[model] = evaluate(upscaler, pairs, conv)
+        results[name] = SetResults(scores, mean_niqe([(pair.name, pair.hr_img) for pair in pairs], conv.crop_border))
+        for i, pair in enumerate(pairs[: params.evaluate.figures]):
+            panels = {model: outputs[model][i] for model in MODELS}
+            figures[f"{name}_{pair.name}"] = figure(
+                pair.lr_img, pair.hr_img, panels, params.scale, params.evaluate.figure_crop
+            )
+    figures["perception_distortion"] = perception_distortion_plot(results)
+    described = rt.describe()
+    notes = [
+        f"evaluated on {described['runtime.hardware']} ({rt.device.type}, {rt.precision}), torch {torch.__version__}",
+        *departures(params),
+    ]
+    metrics = write_reports(reports, results, conv, notes, figures)
+    flat = {
+        f"{s}.{m}.{k}": v for s, models in metrics.items() for m, scores in models.items() for k, v in scores.items()
+    }
+    with stage_run("evaluate", {**flatten(params), **described, "metric_convention": conv.name}) as tracker:
+        tracker.log_metrics(flat, step=0)
+        tracker.log_table(as_table(results), "results_table.json")
+        tracker.log_artifact(reports / "results.md")
+        for name in figures:
+            tracker.log_artifact(reports / "figures" / f"{name}.png", "figures")

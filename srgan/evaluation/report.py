@@ -1,0 +1,245 @@
+"""The evaluate stage's reports: metrics.json, results.md (the reference slides' table, the paper's
+rows, the trade-off sentence), the side-by-side figures and the perception–distortion plot."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from srgan.core.atomic import write_json, write_text
+from srgan.core.config import Params
+from srgan.core.metrics import Convention
+from srgan.data.imageio import write_png
+from srgan.evaluation.scores import Scores
+from srgan.training.losses import vgg_weights_origin
+
+MODELS = ("bicubic", "srresnet", "srgan")
+
+
+# Table 2 of Ledig et al. 2017 (×4, PSNR/SSIM), and the MATLAB bicubic baseline of EDSR/RCAN.
+PAPER = {
+    "set5": {"bicubic": (28.42, 0.8104), "srresnet": (32.05, 0.9019), "srgan": (29.40, 0.8472)},
+    "set14": {"bicubic": (26.00, 0.7027), "srresnet": (28.49, 0.8184), "srgan": (26.02, 0.7397)},
+    "bsd100": {"bicubic": (25.96, 0.6675), "srresnet": (27.58, 0.7620), "srgan": (25.16, 0.6688)},
+}
+
+
+MODEL_LABELS = {"bicubic": "bicubic", "srresnet": "SRResNet", "srgan": "SRGAN"}
+
+
+@dataclass(frozen=True)
+class SetResults:
+    """One eval set: each model's mean scores, and the mean NIQE of the HR images themselves."""
+
+    models: dict[str, Scores]
+    hr_niqe: float
+
+    @property
+    def images(self) -> int:
+        return next(iter(self.models.values())).images
+
+
+def metrics_json(results: dict[str, SetResults]) -> dict[str, dict[str, dict[str, float]]]:
+    """`{set: {model: {psnr, ssim, mse, niqe}, hr: {niqe}}}`, rounded so equal runs give equal bytes."""
+    return {
+        name: {
+            **{
+                model: {
+                    "psnr": round(s.psnr, 4),
+                    "ssim": round(s.ssim, 4),
+                    "mse": round(s.mse, 4),
+                    "niqe": round(s.niqe, 4),
+                }
+                for model, s in result.models.items()
+            },
+            "hr": {"niqe": round(result.hr_niqe, 4)},
+        }
+        for name, result in results.items()
+    }
+
+
+def trade_off(result: SetResults) -> str:
+    """One sentence on where SRGAN falls against SRResNet: the paper's claim is lower PSNR, better perception."""
+    gan, mse_model = result.models["srgan"], result.models["srresnet"]
+    d_psnr, d_niqe = gan.psnr - mse_model.psnr, gan.niqe - mse_model.niqe
+    shown = d_psnr < 0 and d_niqe < 0
+    verdict = (
+        "the paper's trade-off: less fidelity, more natural statistics"
+        if shown
+        else "not the paper's trade-off, which gives up PSNR for a lower NIQE"
+    )
+    return f"SRGAN vs SRResNet: PSNR {d_psnr:+.2f} dB, NIQE {d_niqe:+.2f} (HR: {result.hr_niqe:.2f}); {verdict}."
+
+
+def results_markdown(results: dict[str, SetResults], conv: Convention, notes: Sequence[str]) -> str:
+    """The reference slides' table per set (rows MSE, PSNR, SSIM, NIQE; one column per model, and HR's NIQE),
+    the paper's rows where it has the set, the trade-off in one sentence, and the plot."""
+    columns = [*MODELS, "hr"]
+    lines = [
+        "# Results",
+        "",
+        f"Metric convention: {conv.describe()}; images in 0–255. NIQE (no-reference, "
+        f"lower is better) on BT.601 Y with the same border crop, MATLAB's release; HR's own NIQE is what a "
+        "perfect result would score.",
+        "",
+    ]
+    lines += [f"- {note}" for note in notes]
+    for name, result in results.items():
+        scores = result.models
+        lines += [
+            "",
+            f"## {name} ({result.images} images)",
+            "",
+            "| metric | " + " | ".join([*(MODEL_LABELS[m] for m in MODELS), "HR"]) + " |",
+            "|---|" + "---:|" * len(columns),
+        ]
+        lines.append("| MSE ↓ | " + " | ".join(f"{scores[m].mse:.2f}" for m in MODELS) + " | |")
+        lines.append("| PSNR (dB) ↑ | " + " | ".join(f"{scores[m].psnr:.2f}" for m in MODELS) + " | |")
+        lines.append("| SSIM ↑ | " + " | ".join(f"{scores[m].ssim:.4f}" for m in MODELS) + " | |")
+        lines.append("| NIQE ↓ | " + " | ".join(f"{scores[m].niqe:.2f}" for m in MODELS) + f" | {result.hr_niqe:.2f} |")
+        if name in PAPER:
+            paper = PAPER[name]
+            lines.append("| paper PSNR | " + " | ".join(f"{paper[m][0]:.2f}" for m in MODELS) + " | |")
+            lines.append("| paper SSIM | " + " | ".join(f"{paper[m][1]:.4f}" for m in MODELS) + " | |")
+        lines += ["", trade_off(result)]
+    if any(name in PAPER for name in results):
+        lines += [
+            "",
+            "Paper rows: SRResNet and SRGAN from Ledig et al. 2017, Table 2; bicubic as published "
+            "with MATLAB by the EDSR/RCAN papers. The paper reports no NIQE; its claim is the same "
+            "trade-off, shown by mean opinion scores: SRGAN below SRResNet in PSNR, above it in MOS.",
+        ]
+    lines += [
+        "",
+        "![perception–distortion](figures/perception_distortion.png)",
+        "",
+        "Perception–distortion: PSNR against NIQE per model, HR's NIQE as the dashed line. Better is "
+        "right (PSNR) and down (NIQE).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def perception_distortion_plot(results: dict[str, SetResults]) -> np.ndarray:
+    """PSNR (x) against NIQE (y), one point per model, one panel per set, HR's NIQE as a line.
+
+    Returns the figure as uint8 (H, W, 3) RGB, written like the other figures.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
+    for ax, (name, result) in zip(axes[0], results.items()):
+        for model in MODELS:
+            s = result.models[model]
+            ax.scatter(s.psnr, s.niqe, s=40, label=MODEL_LABELS[model])
+            ax.annotate(MODEL_LABELS[model], (s.psnr, s.niqe), textcoords="offset points", xytext=(5, 4), fontsize=8)
+        ax.axhline(result.hr_niqe, linestyle="--", color="gray", label=f"HR NIQE {result.hr_niqe:.2f}")
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("PSNR (dB), higher is better")
+        ax.set_ylabel("NIQE, lower is better")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    buffer.seek(0)
+    return np.asarray(Image.open(buffer).convert("RGB"))
+
+
+def figure(lr_img: np.ndarray, hr_img: np.ndarray, outputs: dict[str, np.ndarray], scale: int, crop: int) -> np.ndarray:
+    """Centre crops side by side: LR (nearest-upscaled) | bicubic | SRResNet | SRGAN | HR.
+
+    Returns uint8 (crop + label bar, 5·crop + gaps, 3) RGB; grayscale images are shown as RGB.
+    """
+    height, width = hr_img.shape[:2]
+    side = min(crop, height, width) // scale * scale
+    top, left = (height - side) // 2 // scale * scale, (width - side) // 2 // scale * scale
+
+    def rgb(img: np.ndarray) -> np.ndarray:
+        return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
+
+    lr_crop = lr_img[top // scale : (top + side) // scale, left // scale : (left + side) // scale]
+    panels = {"LR": np.kron(rgb(lr_crop), np.ones((scale, scale, 1), dtype=np.uint8))}
+    panels.update({MODEL_LABELS[model]: rgb(outputs[model])[top : top + side, left : left + side] for model in MODELS})
+    panels["HR"] = rgb(hr_img)[top : top + side, left : left + side]
+    gap, bar = 4, 16
+    canvas = Image.new("RGB", (len(panels) * (side + gap) - gap, side + bar), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (label, panel) in enumerate(panels.items()):
+        canvas.paste(Image.fromarray(panel), (i * (side + gap), bar))
+        draw.text((i * (side + gap) + 2, 2), label, fill="black")
+    return np.asarray(canvas)
+
+
+def write_reports(
+    reports: Path,
+    results: dict[str, SetResults],
+    conv: Convention,
+    notes: Sequence[str],
+    figures: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """Write metrics.json, results.md and figures/*.png under `reports`; return the metrics dict."""
+    metrics = metrics_json(results)
+    write_json(reports / "metrics.json", metrics)
+    write_text(reports / "results.md", results_markdown(results, conv, notes))
+    figures_dir = reports / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for stale in figures_dir.glob("*.png"):
+        if stale.stem not in figures:
+            stale.unlink()
+    for name, image in figures.items():
+        write_png(figures_dir / f"{name}.png", image)
+    return metrics
+
+
+def as_table(results: dict[str, SetResults]) -> dict[str, list[Any]]:
+    """Long-format table for `mlflow.log_table`: one row per (set, model), HR with its NIQE alone."""
+    rows = [
+        (name, model, s.psnr, s.ssim, s.mse, s.niqe, s.images)
+        for name, result in results.items()
+        for model, s in result.models.items()
+    ]
+    rows += [(name, "hr", None, None, None, result.hr_niqe, result.images) for name, result in results.items()]
+    return {
+        key: [row[i] for row in rows] for i, key in enumerate(("set", "model", "psnr", "ssim", "mse", "niqe", "images"))
+    }
+
+
+def departures(params: Params) -> list[str]:
+    """How this run differs from the paper, for results.md: every model or schedule option."""
+    notes = []
+    if params.model.bicubic_skip:
+        notes.append(
+            "model.bicubic_skip=true: the generator predicts a residual over bicubic upsampling "
+            "of its input (VDSR-style); not in the paper"
+        )
+    if params.model.blocks != 16 or params.model.channels != 64:
+        notes.append(
+            f"generator of {params.model.blocks} residual blocks × {params.model.channels} channels "
+            "(the paper: 16 × 64)"
+        )
+    if params.train.content_loss == "mse":
+        notes.append("SRGAN content loss mse (the paper's best: vgg54)")
+    else:
+        notes.append(
+            f"SRGAN content loss {params.train.content_loss} on {vgg_weights_origin(params.train.vgg_weights)}"
+            + ("" if params.train.content_loss == "vgg54" else " (the paper's best: vgg54)")
+        )
+    if params.data.train not in ("mirflickr25k",):
+        notes.append(
+            f"trained on `{params.data.train}` (the paper: 350k ImageNet images; the reference slides: Mirflickr25k)"
+        )
+    notes.append(
+        f"schedule: {params.pretrain.steps} SRResNet and {params.train.steps} SRGAN updates, "
+        f"batch {params.pretrain.batch_size}/{params.train.batch_size}, HR crops "
+        f"{params.pretrain.crop_size}/{params.train.crop_size} px (the paper: 1e6 and 2e5 updates, batch 16, 96 px)"
+    )
+    return notes

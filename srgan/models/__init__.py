@@ -1,0 +1,2 @@
+"""The networks (SRResNet/SRGAN generator, discriminator) and their checkpoint files; no training
+logic."""

@@ -1,0 +1,2 @@
+"""The pretrain (SRResNet, MSE) and train (SRGAN) stages: losses, step functions, the loop, and the
+multi-process set-up."""

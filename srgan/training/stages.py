@@ -1,0 +1,279 @@
+"""The two training stages, each a `TrainingStage` description run by one `_run`.
+
+`pretrain` trains SRResNet on pixel MSE; `train_gan` trains SRGAN from it. What they share
+(resume, MLflow run, loop, validation, checkpoints, outs) is `_run`; what differs is the
+description.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from srgan.core.atomic import write_text
+from srgan.core.config import Params, flatten
+from srgan.core.errors import SrganError
+from srgan.core.runtime import Runtime, project_root, resolve_runtime, seed_everything
+from srgan.core.tracking import Tracker, stage_run
+from srgan.data.batches import RandomCrops, Shards, batch_loader, to_float
+from srgan.models import checkpoint
+from srgan.models.networks import Discriminator, Generator
+from srgan.training import distributed
+from srgan.training.loop import Intervals, Loop, LoopState, Scalars, run_loop
+from srgan.training.losses import ContentLoss
+from srgan.training.steps import adam, discriminator_step, generator_step, mse_step, set_learning_rate, validate
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # LR (N, 3, h, w), HR (N, 3, H, W): float RGB in [0, 1] on the device
+
+
+@dataclass(frozen=True)
+class TrainingStage:
+    """What one training stage is.
+
+    `step(i, next_batch)` performs update i, drawing `batches_per_step` batches from `next_batch`.
+    `modules` and `optimizers` are what a checkpoint holds, by name; `generator` is validated.
+    `finish(tracker, state)` writes the outs after the last step. The checkpoint lives at
+    `checkpoint_path`, keyed by everything that changes the result.
+    """
+
+    name: str
+    steps: int
+    intervals: Intervals
+    batches: RandomCrops
+    batches_per_step: int
+    step: Callable[[int, Callable[[], Batch]], Scalars]
+    generator: nn.Module
+    modules: dict[str, nn.Module]
+    optimizers: dict[str, torch.optim.Optimizer]
+    checkpoint_path: Path
+    finish: Callable[[Tracker, LoopState], None]
+
+
+def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> None:
+    """Train SRResNet on pixel MSE and write the generator to `out`."""
+    p = params.pretrain
+    rt, shards, val = _setup(params, data_dir, "pretrain.batch_size", p.batch_size)
+    config = _generator_config(params)
+    gen = Generator(**config).to(rt.device, memory_format=torch.channels_last).train()
+    trained_gen = distributed.wrap(gen, rt)
+    opt = adam(gen, p.learning_rate)
+
+    def step(i: int, next_batch: Callable[[], Batch]) -> Scalars:
+        set_learning_rate([opt], p.learning_rate, p.decay_at, p.steps, i)
+        return mse_step(trained_gen, opt, *next_batch(), rt)
+
+    def finish(tracker: Tracker, state: LoopState) -> None:
+        checkpoint.save_generator(out, gen, config)
+        _write_curves(curves_path, state.curves, ["step", "loss", "val_psnr"])
+        tracker.log_generator(checkpoint.plain_copy(gen, config))
+
+    _run(
+        TrainingStage(
+            name="pretrain",
+            steps=p.steps,
+            intervals=Intervals(p.val_every, p.checkpoint_every),
+            batches=_crops(shards, params, p.batch_size, p.crop_size, params.seed, rt),
+            batches_per_step=1,
+            step=step,
+            generator=gen,
+            modules={"generator": gen},
+            optimizers={"opt_g": opt},
+            checkpoint_path=_checkpoint_path(
+                "pretrain", params, rt, ("seed", "scale", "model", "pretrain"), [data_dir / "manifest.json"]
+            ),
+            finish=finish,
+        ),
+        params,
+        rt,
+        val,
+    )
+
+
+def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: Path, curves_path: Path) -> None:
+    """Train SRGAN from the SRResNet in `init`; write the generator and the discriminator."""
+    p = params.train
+    rt, shards, val = _setup(params, data_dir, "train.batch_size", p.batch_size)
+    content_loss = ContentLoss(p.content_loss, p.vgg_weights).to(rt.device)  # fails here, before training
+    config = _generator_config(params)
+    Generator(**config)  # IDENTITY-CHECK ONLY: the old code's throwaway init, to compare RNG streams
+    gen = checkpoint.load_generator(init, expect=config).to(rt.device, memory_format=torch.channels_last).train()
+    disc = Discriminator(params.model.d_channels).to(rt.device, memory_format=torch.channels_last).train()
+    trained_gen, trained_disc = distributed.wrap(gen, rt), distributed.wrap(disc, rt)
+    opt_g = adam(gen, p.learning_rate)
+    opt_d = adam(disc, p.learning_rate)
+
+    def step(i: int, next_batch: Callable[[], Batch]) -> Scalars:
+        set_learning_rate([opt_g, opt_d], p.learning_rate, p.decay_at, p.steps, i)
+        # The D step's fakes need no gradient and the G step's D is frozen: those passes use
+        # the plain modules, so DDP only averages the gradients that train.
+        d_scalars = [discriminator_step(gen, trained_disc, opt_d, *next_batch(), rt) for _ in range(p.d_steps)]
+        g_scalars = generator_step(trained_gen, disc, opt_g, content_loss, p.adv_weight, *next_batch(), rt)
+        return {**g_scalars, **{k: torch.stack([s[k] for s in d_scalars]).mean() for k in d_scalars[0]}}
+
+    def finish(tracker: Tracker, state: LoopState) -> None:
+        checkpoint.save_generator(out, gen, config)
+        checkpoint.save_discriminator(disc_out, disc, params.model.d_channels)
+        _write_curves(
+            curves_path, state.curves, ["step", "g_content", "g_adv", "d_real", "d_fake", "d_x", "d_g_z", "val_psnr"]
+        )
+        tracker.log_generator(checkpoint.plain_copy(gen, config))
+
+    _run(
+        TrainingStage(
+            name="train",
+            steps=p.steps,
+            intervals=Intervals(p.val_every, p.checkpoint_every),
+            # Each iteration takes d_steps + 1 fresh batches.
+            batches=_crops(shards, params, p.batch_size, p.crop_size, params.seed + 1, rt),
+            batches_per_step=p.d_steps + 1,
+            step=step,
+            generator=gen,
+            modules={"generator": gen, "discriminator": disc},
+            optimizers={"opt_g": opt_g, "opt_d": opt_d},
+            checkpoint_path=_checkpoint_path(
+                "train", params, rt, ("seed", "scale", "model", "train"), [data_dir / "manifest.json", init]
+            ),
+            finish=finish,
+        ),
+        params,
+        rt,
+        val,
+    )
+
+
+def _run(stage: TrainingStage, params: Params, rt: Runtime, val: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Resume from the stage's checkpoint, open its MLflow run, loop, then write the outs.
+
+    Under torchrun every process resumes from the same checkpoint and trains; only rank 0
+    validates, logs to MLflow, writes checkpoints and the outs.
+    """
+    state = _resume(stage, rt)
+    lead = rt.rank == 0
+    per_step = stage.batches_per_step
+    # Batch k of the run is number k: the loader starts where the checkpoint left off.
+    loader = iter(
+        batch_loader(
+            stage.batches,
+            start=state.step * per_step,
+            stop=stage.steps * per_step,
+            workers=params.runtime.workers,
+            pin_memory=rt.device.type == "cuda",
+        )
+    )
+
+    def next_batch() -> Batch:
+        lr_img, hr_img = next(loader)
+        return to_float(lr_img, rt.device), to_float(hr_img, rt.device)
+
+    with stage_run(stage.name, {**flatten(params), **rt.describe()}, enabled=lead, resume=state.run_id) as tracker:
+        state.run_id = tracker.run_id
+
+        def validate_and_log(step: int) -> float:
+            if not lead:
+                return float("nan")
+            psnr, grid = validate(stage.generator, *val, params.scale, rt)
+            tracker.log_image(grid, f"grids/step_{step:07d}.png")
+            return psnr
+
+        loop = Loop(
+            stage=stage.name,
+            steps=stage.steps,
+            intervals=stage.intervals,
+            step=lambda i: stage.step(i, next_batch),
+            validate=validate_and_log,
+            save=lambda s: _save(stage, s) if lead else None,
+        )
+        run_loop(loop, state, tracker, rt)
+        if lead:
+            stage.finish(tracker, state)
+    distributed.teardown()
+
+
+def _resume(stage: TrainingStage, rt: Runtime) -> LoopState:
+    """The stage's modules and optimizers loaded from its checkpoint, if one exists, and the loop's
+    state; every process must find the same one."""
+    state = LoopState()
+    if stage.checkpoint_path.exists():
+        saved = checkpoint.load(stage.checkpoint_path, checkpoint.TRAINING_FORMAT)
+        for name, module in stage.modules.items():
+            module.load_state_dict(saved[name])
+        for name, opt in stage.optimizers.items():
+            opt.load_state_dict(saved[name])
+        state = LoopState(saved["step"], saved["curves"], saved["val_psnr"], saved.get("mlflow_run_id", ""))
+        print(f"{stage.name}: resuming from step {state.step} ({stage.checkpoint_path})", file=sys.stderr)
+    if not distributed.agree(state.step, rt):
+        raise SrganError(
+            f"{stage.name}: the processes found different checkpoints at {stage.checkpoint_path} (rank {rt.rank} "
+            f"starts at step {state.step}); across machines, put the project's .cache on a shared filesystem, "
+            "or delete it to start afresh"
+        )
+    return state
+
+
+def _save(stage: TrainingStage, state: LoopState) -> None:
+    payload: dict[str, Any] = {
+        "format": checkpoint.TRAINING_FORMAT,
+        "step": state.step,
+        "curves": state.curves,
+        "val_psnr": state.val_psnr,
+        "mlflow_run_id": state.run_id,
+    }
+    payload.update({name: checkpoint.cpu_state_dict(m) for name, m in stage.modules.items()})
+    payload.update({name: opt.state_dict() for name, opt in stage.optimizers.items()})
+    checkpoint.save(stage.checkpoint_path, payload)
+
+
+def _setup(
+    params: Params, data_dir: Path, batch_key: str, batch_size: int
+) -> tuple[Runtime, Shards, tuple[torch.Tensor, torch.Tensor]]:
+    """The runtime (torchrun's process group included), the seeds, the training shards and the
+    validation pairs (uint8 (N, 3, h, w) LR, (N, 3, H, W) HR)."""
+    rt = distributed.setup(resolve_runtime(params.runtime), {batch_key: batch_size})
+    seed_everything(params.seed)
+    shards = Shards(data_dir / "train")
+    val = Shards(data_dir / "val").all_pairs()
+    return rt, shards, val
+
+
+def _crops(shards: Shards, params: Params, batch_size: int, crop_size: int, seed: int, rt: Runtime) -> RandomCrops:
+    # Each process reads only its share of every global batch.
+    return RandomCrops(
+        shards, batch_size=batch_size, crop_size=crop_size, scale=params.scale, seed=seed, part=(rt.rank, rt.world_size)
+    )
+
+
+def _generator_config(params: Params) -> dict[str, Any]:
+    m = params.model
+    return checkpoint.generator_config(params.scale, m.blocks, m.channels, m.bicubic_skip)
+
+
+def _checkpoint_path(stage: str, params: Params, rt: Runtime, sections: tuple[str, ...], inputs: list[Path]) -> Path:
+    """`.cache/<stage>/<hash>/last.pt`: outside DVC's outs, keyed by the stage's params, the
+    resolved device, precision and process count, and its inputs, so a run with the same settings
+    resumes and a changed one (an fp32 run after a bf16 one included) starts afresh."""
+    flat = flatten(params)
+    keys = {k: v for k, v in flat.items() if k.split(".")[0] in sections}
+    keys.update({"device": rt.device.type, "precision": rt.precision, "world_size": rt.world_size})
+    digest = hashlib.sha256(json.dumps(keys, sort_keys=True).encode())
+    for path in inputs:
+        digest.update(path.read_bytes())
+    return project_root() / ".cache" / stage / digest.hexdigest()[:16] / "last.pt"
+
+
+def _write_curves(path: Path, curves: list[dict[str, float]], columns: list[str]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in curves:
+        writer.writerow({k: (int(v) if k == "step" else f"{v:.6g}") for k, v in row.items() if k in columns})
+    write_text(path, buffer.getvalue())
