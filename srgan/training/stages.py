@@ -105,7 +105,6 @@ def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: P
     rt, shards, val = _setup(params, data_dir, "train.batch_size", p.batch_size)
     content_loss = ContentLoss(p.content_loss, p.vgg_weights).to(rt.device)  # fails here, before training
     config = _generator_config(params)
-    Generator(**config)  # IDENTITY-CHECK ONLY: the old code's throwaway init, to compare RNG streams
     gen = checkpoint.load_generator(init, expect=config).to(rt.device, memory_format=torch.channels_last).train()
     disc = Discriminator(params.model.d_channels).to(rt.device, memory_format=torch.channels_last).train()
     trained_gen, trained_disc = distributed.wrap(gen, rt), distributed.wrap(disc, rt)
