@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The stage commands in dvc.yaml call `python`; put the venv first so they use it.
 RUN := PATH="$(BIN):$$PATH"
 
-.PHONY: venv repro test test-fast paper ui
+.PHONY: venv repro test test-fast lint paper ui
 
 venv: $(STAMP)
 
@@ -21,11 +21,16 @@ $(STAMP): pyproject.toml
 repro: $(STAMP)
 	$(RUN) dvc repro
 
-test: $(STAMP)
+test: lint
 	$(RUN) python -m pytest -q
 
-test-fast: $(STAMP)
+test-fast: lint
 	$(RUN) python -m pytest -q -m "not e2e"
+
+# ruff's rules and formatting (pyproject.toml [tool.ruff]); `ruff format .` fixes the formatting.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The reference slides' and the paper's scale: Mirflickr25k, the slides' 64→256 patches and
 # batch 8, the paper's 16 blocks, 1e6 SRResNet and 2e5 SRGAN updates, VGG54 content loss on the

@@ -123,6 +123,13 @@ def _tile(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srgan", description="SRGAN super-resolution: evaluate and upscale.")
     commands = parser.add_subparsers(dest="command", required=True)
+    _add_eval(commands)
+    _add_upscale(commands)
+    _add_export(commands)
+    return parser
+
+
+def _add_eval(commands: argparse._SubParsersAction) -> None:
     ev = commands.add_parser("eval", help="measure a model on a folder of HR images (or of LR photos: --no-reference)")
     ev.add_argument("--model", required=True, help="'bicubic' or a generator file (models/srgan.pt)")
     ev.add_argument("--data", type=Path, required=True, help="folder of HR images (LR photos with --no-reference)")
@@ -148,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_options(ev)
     ev.set_defaults(func=cmd_eval)
 
+
+def _add_upscale(commands: argparse._SubParsersAction) -> None:
     up = commands.add_parser("upscale", help="upscale images of any size, tile by tile")
     up.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images (not recursed)")
     up.add_argument(
@@ -191,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     _runtime_options(up)
     up.set_defaults(func=cmd_upscale)
 
+
+def _add_export(commands: argparse._SubParsersAction) -> None:
     ex = commands.add_parser("export", help="write the generator for other runtimes (ONNX)")
     ex.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"generator file or MLflow model URI; default {DEFAULT_MODEL}"
@@ -198,7 +209,6 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--format", choices=["onnx"], default="onnx", help="ONNX, opset 17, dynamic batch/height/width")
     ex.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
     ex.set_defaults(func=cmd_export)
-    return parser
 
 
 @exit_on_error

@@ -24,7 +24,8 @@ import skimage.data
 
 from srgan.core.errors import SrganError
 from srgan.data import sources
-from srgan.data.download import extract, fetch, materialize
+from srgan.data.archive import extract
+from srgan.data.download import fetch, materialize
 
 REPO = Path(__file__).resolve().parents[1]
 MiB = 1 << 20

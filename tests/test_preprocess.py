@@ -19,7 +19,8 @@ from srgan.core.config import DataParams, Params, PreprocessParams
 from srgan.core.errors import SrganError
 from srgan.data.imageio import read_image
 from srgan.data.imresize import imresize_uint8
-from srgan.data.preprocess import patch_corners, prepare, preprocess, select_val_patches, split_images
+from srgan.data.patches import patch_corners, select_val_patches, split_images
+from srgan.data.preprocess import prepare, preprocess
 
 REPO = Path(__file__).resolve().parents[1]
 HR, SCALE = 96, 4

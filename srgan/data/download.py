@@ -6,8 +6,7 @@ Every source lands in `<raw>/<slug>/` (see `sources.raw_dir`) as its image files
 Two constraints shape this module:
 - `dvc repro` deletes a stage's declared outs before it runs, so downloads (and their partial
   files, which later runs resume) live in a cache folder outside `data/raw`.
-- Archives come from the network and are untrusted: no member may land outside the source
-  folder, no link may point outside it, and the unpacked size is bounded before anything is written.
+- Archives come from the network and are untrusted: `srgan.data.archive` extracts them.
 """
 
 from __future__ import annotations
@@ -16,11 +15,8 @@ import hashlib
 import os
 import re
 import shutil
-import stat
 import sys
-import tarfile
 import time
-import zipfile
 from pathlib import Path
 
 import requests
@@ -30,14 +26,13 @@ from tqdm import tqdm
 from srgan.core.atomic import write_json
 from srgan.core.errors import SrganError
 from srgan.data import sources
+from srgan.data.archive import Skipped, extract, is_image
 
 CHUNK_BYTES = 1 << 20
 MAX_ATTEMPTS = 5  # connections per fetch; each one after a drop resumes where the last stopped
 RETRY_WAIT_S = 1.0
 TIMEOUT_S = (15, 60)  # (connect, read); a read that stalls mid-body is retried like a drop
 MANIFEST = "manifest.json"
-
-Skipped = list[dict[str, str]]  # [{"file": relpath, "reason": text}], as written to the manifest
 
 # A mid-body failure: the bytes so far are on disk, so the next connection resumes from them.
 _DROPPED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
@@ -106,25 +101,31 @@ def _get(url: str, part: Path, progress: bool) -> bool:
             offset = 0
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
-        with (
-            open(part, "ab" if offset else "wb") as out,
-            tqdm(
-                total=total,
-                initial=offset,
-                unit="B",
-                unit_scale=True,
-                unit_divisor=1024,
-                desc=url.rsplit("/", 1)[-1],
-                disable=not progress,
-                file=sys.stderr,
-            ) as bar,
-        ):
-            try:
-                for chunk in resp.iter_content(CHUNK_BYTES):
-                    out.write(chunk)
-                    bar.update(len(chunk))
-            except _DROPPED:
-                return False
+        return _append_body(resp, part, offset, total, url.rsplit("/", 1)[-1] if progress else None)
+
+
+def _append_body(resp: requests.Response, part: Path, offset: int, total: int | None, bar_label: str | None) -> bool:
+    """Write the response body to `part` from `offset` on, with a progress bar unless `bar_label`
+    is None; True when `part` then has `total` bytes (or the size is unknown), False after a drop."""
+    with (
+        open(part, "ab" if offset else "wb") as out,
+        tqdm(
+            total=total,
+            initial=offset,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            desc=bar_label,
+            disable=bar_label is None,
+            file=sys.stderr,
+        ) as bar,
+    ):
+        try:
+            for chunk in resp.iter_content(CHUNK_BYTES):
+                out.write(chunk)
+                bar.update(len(chunk))
+        except _DROPPED:
+            return False
     # A body that ends short without an error is a drop too.
     return total is None or part.stat().st_size == total
 
@@ -156,135 +157,6 @@ def fetch(url: str, dest: Path, md5: str | None = None, progress: bool = True) -
             raise SrganError(f"{dest.name} from {url}: md5 is {actual}, expected {md5}; the download is kept as {bad}")
     os.replace(part, dest)
     return dest
-
-
-def _is_image(path: str) -> bool:
-    return Path(path).suffix.lower() in sources.IMAGE_EXTENSIONS
-
-
-def _unsafe_name(name: str) -> str | None:
-    """Why a member path could land outside the target folder, or None when it cannot.
-
-    Checked on both separators, since an archive made on Windows may use either.
-    """
-    if name.startswith(("/", "\\")):
-        return "an absolute path"
-    if re.match(r"[A-Za-z]:", name):
-        return "a drive letter"
-    if ".." in re.split(r"[/\\]", name):
-        return "a '..' component"
-    return None
-
-
-def _refuse(archive: Path, member: str, why: str) -> SrganError:
-    return SrganError(f"{archive}: refusing the whole archive: member {member!r} {why}")
-
-
-def _select(archive: Path, name: str, members_regex: str | None) -> str | None:
-    """A member's path under the source folder, or None when it is not part of the source."""
-    if members_regex is None:
-        return name
-    match = re.fullmatch(members_regex, name)
-    if not match:
-        return None
-    # Group 1 is a piece of an already checked name, but a piece can still start with '/'.
-    why = _unsafe_name(match.group(1))
-    if why:
-        raise _refuse(archive, name, f"maps to {match.group(1)!r}, which has {why}")
-    return match.group(1)
-
-
-def _check_size(archive: Path, total: int, max_bytes: int) -> None:
-    if total > max_bytes:
-        raise SrganError(
-            f"{archive}: its image members unpack to {total / 1e9:.3g} GB ({total} bytes), over "
-            f"download.max_unpacked_gb={max_bytes / 1e9:g}; raise that key if you trust the archive"
-        )
-
-
-def _extract_tar(archive: Path, target: Path, members_regex: str | None, max_bytes: int) -> Skipped:
-    skipped: Skipped = []
-    with tarfile.open(archive) as tar:
-        members = tar.getmembers()
-        # Check every member before writing anything. The 'data' filter refuses links that point
-        # outside and special files, but it strips a leading '/' instead of refusing it, so
-        # names get the same explicit check as zip members.
-        for member in members:
-            why = _unsafe_name(member.name)
-            if why:
-                raise _refuse(archive, member.name, f"has {why}")
-            try:
-                tarfile.data_filter(member, str(target))
-            except tarfile.FilterError as err:
-                raise _refuse(archive, member.name, f"is unsafe ({err})") from None
-        chosen: list[tarfile.TarInfo] = []
-        for member in members:
-            rel = _select(archive, member.name, members_regex)
-            if rel is None or member.isdir():
-                continue
-            if not _is_image(rel):
-                skipped.append({"file": rel, "reason": "not an image file extension"})
-            elif not member.isfile():
-                skipped.append({"file": rel, "reason": "a link or special file, not a regular file"})
-            else:
-                chosen.append(member.replace(name=rel, deep=False))
-        _check_size(archive, sum(m.size for m in chosen), max_bytes)
-        for member in chosen:
-            tar.extract(member, target, filter="data")
-    return skipped
-
-
-def _extract_zip(archive: Path, target: Path, members_regex: str | None, max_bytes: int) -> Skipped:
-    skipped: Skipped = []
-    with zipfile.ZipFile(archive) as zf:
-        infos = zf.infolist()
-        # zipfile's own extract silently rewrites '..' and absolute names; refuse them instead,
-        # for every member, before anything is written.
-        for info in infos:
-            why = _unsafe_name(info.filename)
-            if why:
-                raise _refuse(archive, info.filename, f"has {why}")
-            if stat.S_ISLNK(info.external_attr >> 16):
-                raise _refuse(archive, info.filename, "is a symbolic link")
-        chosen: list[tuple[zipfile.ZipInfo, str]] = []
-        for info in infos:
-            rel = _select(archive, info.filename, members_regex)
-            if rel is None or info.is_dir():
-                continue
-            if _is_image(rel):
-                chosen.append((info, rel))
-            else:
-                skipped.append({"file": rel, "reason": "not an image file extension"})
-        _check_size(archive, sum(info.file_size for info, _ in chosen), max_bytes)
-        for info, rel in chosen:
-            dest = target / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            # zipfile stops each member at its declared `file_size` and then fails the CRC check,
-            # so a member that lies about its size cannot write past the bound checked above.
-            with zf.open(info) as src, open(dest, "wb") as out:
-                shutil.copyfileobj(src, out, CHUNK_BYTES)
-    return skipped
-
-
-def extract(archive: Path, target: Path, members_regex: str | None = None, *, max_bytes: int) -> Skipped:
-    """Unpack the image members of a .zip/.tar/.tar.gz `archive` into the folder `target`.
-
-    `members_regex` (a registered source's `Archive.members`) picks the members that belong to the
-    source; its group 1 is the path under `target`. Without it every member belongs, at its own
-    relative path. Members that belong but are not images are returned as skipped entries.
-    The whole archive is refused (SrganError) if any member could escape `target`, or if the
-    images add up to more than `max_bytes` (the key `download.max_unpacked_gb`).
-    """
-    target.mkdir(parents=True, exist_ok=True)
-    try:
-        # tar first: a tar whose last member is a zip can look like a zip to is_zipfile.
-        if tarfile.is_tarfile(archive):
-            return _extract_tar(archive, target, members_regex, max_bytes)
-        if zipfile.is_zipfile(archive):
-            return _extract_zip(archive, target, members_regex, max_bytes)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError) as err:
-        raise SrganError(f"{archive}: corrupt archive ({err})") from None
-    raise SrganError(f"{archive}: not a zip or tar archive")
 
 
 def write_manifest(folder: Path, source: str, skipped: Skipped, archive_sha256: str | None = None) -> dict:
@@ -328,7 +200,7 @@ def _copy_folder(src: Path, folder: Path) -> Skipped:
         if not path.is_file():
             continue
         rel = path.relative_to(src)
-        if not _is_image(path.name):
+        if not is_image(path.name):
             skipped.append({"file": rel.as_posix(), "reason": "not an image file extension"})
             continue
         (folder / rel).parent.mkdir(parents=True, exist_ok=True)

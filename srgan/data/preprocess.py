@@ -32,7 +32,6 @@ whatever the number of workers.
 
 from __future__ import annotations
 
-import hashlib
 import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -49,10 +48,10 @@ from srgan.core.errors import SrganError
 from srgan.data import sources
 from srgan.data.imageio import ImageReadError, list_images, read_image, write_png
 from srgan.data.imresize import imresize_uint8, modcrop
+from srgan.data.patches import Corner, cut_patches, patch_corners, select_val_patches, split_images
 
 MANIFEST = "manifest.json"
 
-Corner = tuple[int, int]  # (y, x) of a patch's top-left pixel
 Task = TypeVar("Task")
 Result = TypeVar("Result")
 
@@ -76,62 +75,6 @@ def preprocess(params: Params, raw_root: str | Path, out: str | Path) -> dict[st
     """The preprocess stage: read the sources named in `params` from `raw_root`, write `out`."""
     train_dir, eval_dirs = input_folders(params, raw_root)
     return prepare(train_dir, eval_dirs, out, seed=params.seed, scale=params.scale, settings=params.preprocess)
-
-
-def patch_corners(height: int, width: int, hr_size: int, stride: int) -> list[Corner]:
-    """Top-left corners of the full hr_size patches on a `stride` grid, row by row."""
-    return [(y, x) for y in range(0, height - hr_size + 1, stride) for x in range(0, width - hr_size + 1, stride)]
-
-
-def cut_patches(
-    image: np.ndarray, corners: Sequence[Corner], hr_size: int, scale: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """HR patches of uint8 RGB `image` (H, W, 3) and their LR versions.
-
-    Returns hr (k, hr_size, hr_size, 3) and lr (k, hr_size/scale, hr_size/scale, 3), uint8.
-    Each patch is downscaled on its own, as SR datasets made from crops are, so the LR patch
-    is exactly MATLAB's `imresize(hr_patch, 1/scale)`, border handling included.
-    """
-    hr = np.stack([image[y : y + hr_size, x : x + hr_size] for y, x in corners])
-    lr = np.stack([imresize_uint8(patch, 1 / scale) for patch in hr])
-    return hr, lr
-
-
-def _rank(seed: int, *parts: object) -> bytes:
-    """A seeded pseudo-random sort key that depends on nothing but its arguments.
-
-    Unlike a shared random generator it does not depend on the processing order or the numpy
-    version, and one file's rank does not change when other files are added.
-    """
-    return hashlib.sha256("\0".join(map(str, (seed, *parts))).encode()).digest()
-
-
-def split_images(names: Sequence[str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
-    """(train, val) image names, each sorted; see the module docstring for the rule."""
-    if len(names) == 1:
-        return list(names), list(names) if val_fraction > 0 else []
-    n_val = min(max(round(val_fraction * len(names)), 1 if val_fraction > 0 else 0), len(names) - 1)
-    ranked = sorted(names, key=lambda name: _rank(seed, name))
-    return sorted(ranked[n_val:]), sorted(ranked[:n_val])
-
-
-def select_val_patches(
-    sizes: dict[str, tuple[int, int]], *, hr_size: int, stride: int, limit: int, seed: int
-) -> dict[str, list[Corner]]:
-    """At most `limit` validation patches, spread over the images: {name: corners in grid order}.
-
-    `sizes` maps each validation image to its (height, width). Patches are taken round-robin:
-    one from every image (images in seeded order), then a second from every image that has
-    one, and so on; which patch of an image comes first is seeded too.
-    """
-    candidates = []
-    for name, (height, width) in sizes.items():
-        corners = sorted(patch_corners(height, width, hr_size, stride), key=lambda corner: _rank(seed, name, *corner))
-        candidates += [(round_, _rank(seed, name), name, corner) for round_, corner in enumerate(corners[:limit])]
-    chosen: dict[str, list[Corner]] = {}
-    for _, _, name, corner in sorted(candidates)[:limit]:
-        chosen.setdefault(name, []).append(corner)
-    return {name: sorted(chosen[name]) for name in sorted(chosen)}
 
 
 class _ShardWriter:
@@ -282,12 +225,34 @@ def _prepare_into(
     scale: int,
     settings: PreprocessParams,
 ) -> dict[str, Any]:
-    hr_size, stride = settings.hr_size, settings.stride
+    sizes, skipped = _usable_training_images(workers, train_dir, settings)
+    splits, warnings = _write_train_val(staging, workers, train_dir, sizes, seed=seed, scale=scale, settings=settings)
+    eval_sets = {}
+    for slug, folder in eval_dirs.items():
+        images, eval_skipped = _prepare_eval_set(
+            staging, workers, slug, folder, scale=scale, max_pixels=settings.max_pixels
+        )
+        eval_sets[slug] = {"images": images, "num_images": len(images)}
+        skipped += eval_skipped
+    return {
+        "scale": scale,
+        "hr_size": settings.hr_size,
+        "lr_size": settings.hr_size // scale,
+        **splits,
+        "eval": eval_sets,
+        "skipped": skipped,
+        "warnings": warnings,
+    }
+
+
+def _usable_training_images(
+    workers: _Workers, train_dir: Path, settings: PreprocessParams
+) -> tuple[dict[str, tuple[int, int]], list[dict[str, str]]]:
+    """The (height, width) of each training image that yields a patch, and the skipped ones."""
     names = list_images(train_dir)
     if not names:
         raise SrganError(f"{train_dir}: no image files ({', '.join(sources.IMAGE_EXTENSIONS)}) to train on")
-
-    probe = partial(_probe, hr_size=hr_size, max_pixels=settings.max_pixels)
+    probe = partial(_probe, hr_size=settings.hr_size, max_pixels=settings.max_pixels)
     sizes: dict[str, tuple[int, int]] = {}
     skipped = []
     results = workers.map(probe, [(train_dir, name) for name in names], "check train images")
@@ -302,7 +267,22 @@ def _prepare_into(
             f"{train_dir}: none of its {len(names)} image files is usable for training "
             f"({examples}{'; …' if len(skipped) > 3 else ''})"
         )
+    return sizes, skipped
 
+
+def _write_train_val(
+    staging: Path,
+    workers: _Workers,
+    train_dir: Path,
+    sizes: dict[str, tuple[int, int]],
+    *,
+    seed: int,
+    scale: int,
+    settings: PreprocessParams,
+) -> tuple[dict[str, Any], list[str]]:
+    """Split the images, cut their patches into the train and val shards; the manifest's two
+    split entries, and its warnings."""
+    hr_size, stride = settings.hr_size, settings.stride
     train_names, val_names = split_images(list(sizes), settings.val_fraction, seed)
     warnings = []
     if set(val_names) & set(train_names):
@@ -332,24 +312,7 @@ def _prepare_into(
             "num_patches": sum(shard["patches"] for shard in shards),
             "shards": shards,
         }
-
-    eval_sets = {}
-    for slug, folder in eval_dirs.items():
-        images, eval_skipped = _prepare_eval_set(
-            staging, workers, slug, folder, scale=scale, max_pixels=settings.max_pixels
-        )
-        eval_sets[slug] = {"images": images, "num_images": len(images)}
-        skipped += eval_skipped
-
-    return {
-        "scale": scale,
-        "hr_size": hr_size,
-        "lr_size": hr_size // scale,
-        **splits,
-        "eval": eval_sets,
-        "skipped": skipped,
-        "warnings": warnings,
-    }
+    return splits, warnings
 
 
 def _prepare_eval_set(

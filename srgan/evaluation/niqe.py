@@ -184,21 +184,9 @@ def niqe(image: np.ndarray, *, crop_border: int) -> float:
     Raises SrganError for fewer than two 96x96 blocks after the crop (one block has no
     covariance), or fewer than two blocks with any texture (flat blocks give NaN features).
     """
-    array = np.asarray(image)
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
-    if array.ndim == 3 and array.shape[2] == 3:
-        y = rgb_to_y(array, round_y=True)
-    elif array.ndim == 2:
-        y = array.astype(np.float64)
-    else:
-        raise SrganError(f"expected an (H, W), (H, W, 1) or (H, W, 3) image, got shape {np.shape(image)}")
-    if crop_border < 0:
-        raise SrganError(f"crop_border must be >= 0, got {crop_border}")
-    if crop_border:
-        y = y[crop_border:-crop_border, crop_border:-crop_border]
+    y = _cropped_luma(image, crop_border)
     rows, cols = y.shape[0] // _NIQE_BLOCK, y.shape[1] // _NIQE_BLOCK
-    if not niqe_measures(array.shape, crop_border):
+    if not niqe_measures(np.shape(image), crop_border):
         cropped = f", {tuple(y.shape)} after cropping {crop_border} px per side" if crop_border else ""
         raise SrganError(
             f"NIQE needs at least two {_NIQE_BLOCK}x{_NIQE_BLOCK} blocks ({_NIQE_BLOCK}x{2 * _NIQE_BLOCK} or "
@@ -218,3 +206,21 @@ def niqe(image: np.ndarray, *, crop_border: int) -> float:
     diff = model.mu - np.nanmean(features, axis=0)
     cov = np.cov(complete, rowvar=False)
     return float(np.sqrt(diff @ np.linalg.pinv((model.cov + cov) / 2) @ diff))
+
+
+def _cropped_luma(image: np.ndarray, crop_border: int) -> np.ndarray:
+    """float64 (H', W'): rounded BT.601 Y of an RGB image (a gray one's own values), border cropped."""
+    array = np.asarray(image)
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim == 3 and array.shape[2] == 3:
+        y = rgb_to_y(array, round_y=True)
+    elif array.ndim == 2:
+        y = array.astype(np.float64)
+    else:
+        raise SrganError(f"expected an (H, W), (H, W, 1) or (H, W, 3) image, got shape {np.shape(image)}")
+    if crop_border < 0:
+        raise SrganError(f"crop_border must be >= 0, got {crop_border}")
+    if crop_border:
+        y = y[crop_border:-crop_border, crop_border:-crop_border]
+    return y

@@ -108,8 +108,9 @@ def upscale_image(
 
     Moves `gen` to `rt.device` in channels_last (faster convolutions on CPU and CUDA), and runs it
     in `torch.inference_mode` under `rt.autocast()` (bf16 where `rt` says).
-    A gray image goes through the model as R = G = B and comes back by BT.601 luma, each rounded to
-    integers as `srgan.evaluation.evaluate.generator_upscaler` does. `progress` shows a tqdm bar of tiles on stderr.
+    A gray image goes through the model as R = G = B and comes back by BT.601 luma, the RGB output
+    and then the luma each rounded to integers. `progress` shows a tqdm bar of tiles on stderr.
+    Evaluation measures generators through this function too.
     """
     gray = lr_img.ndim == 2
     scale, context = gen.scale, context_radius(gen)

@@ -38,24 +38,24 @@ Batch = tuple[torch.Tensor, torch.Tensor]  # LR (N, 3, h, w), HR (N, 3, H, W): f
 
 @dataclass(frozen=True)
 class TrainingStage:
-    """What one training stage is.
+    """What one training stage is; `_run` derives the rest from its params section.
 
-    `step(i, next_batch)` performs update i, drawing `batches_per_step` batches from `next_batch`.
-    `modules` and `optimizers` are what a checkpoint holds, by name; `generator` is validated.
-    `finish(tracker, state)` writes the outs after the last step. The checkpoint lives at
-    `checkpoint_path`, keyed by everything that changes the result.
+    `name` is the stage ("pretrain" or "train"): its params section (steps, batch and crop size,
+    intervals), its MLflow stage tag and its `.cache` folder. `step(i, next_batch)` performs update
+    i, drawing `batches_per_step` batches from `next_batch`; batch k of the run is a function of
+    (`seed`, k). `modules` and `optimizers` are what a checkpoint holds, by name; `generator` is
+    validated. `inputs` are the files whose bytes, with the params, key the checkpoint.
+    `finish(tracker, state)` writes the outs after the last step.
     """
 
     name: str
-    steps: int
-    intervals: Intervals
-    batches: RandomCrops
+    seed: int
     batches_per_step: int
     step: Callable[[int, Callable[[], Batch]], Scalars]
     generator: nn.Module
     modules: dict[str, nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
-    checkpoint_path: Path
+    inputs: list[Path]
     finish: Callable[[Tracker, LoopState], None]
 
 
@@ -77,26 +77,18 @@ def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> No
         _write_curves(curves_path, state.curves, ["step", "loss", "val_psnr"])
         tracker.log_generator(checkpoint.plain_copy(gen, config))
 
-    _run(
-        TrainingStage(
-            name="pretrain",
-            steps=p.steps,
-            intervals=Intervals(p.val_every, p.checkpoint_every),
-            batches=_crops(shards, params, p.batch_size, p.crop_size, params.seed, rt),
-            batches_per_step=1,
-            step=step,
-            generator=gen,
-            modules={"generator": gen},
-            optimizers={"opt_g": opt},
-            checkpoint_path=_checkpoint_path(
-                "pretrain", params, rt, ("seed", "scale", "model", "pretrain"), [data_dir / "manifest.json"]
-            ),
-            finish=finish,
-        ),
-        params,
-        rt,
-        val,
+    stage = TrainingStage(
+        name="pretrain",
+        seed=params.seed,
+        batches_per_step=1,
+        step=step,
+        generator=gen,
+        modules={"generator": gen},
+        optimizers={"opt_g": opt},
+        inputs=[data_dir / "manifest.json"],
+        finish=finish,
     )
+    _run(stage, params, rt, shards, val)
 
 
 def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: Path, curves_path: Path) -> None:
@@ -127,52 +119,33 @@ def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: P
         )
         tracker.log_generator(checkpoint.plain_copy(gen, config))
 
-    _run(
-        TrainingStage(
-            name="train",
-            steps=p.steps,
-            intervals=Intervals(p.val_every, p.checkpoint_every),
-            # Each iteration takes d_steps + 1 fresh batches.
-            batches=_crops(shards, params, p.batch_size, p.crop_size, params.seed + 1, rt),
-            batches_per_step=p.d_steps + 1,
-            step=step,
-            generator=gen,
-            modules={"generator": gen, "discriminator": disc},
-            optimizers={"opt_g": opt_g, "opt_d": opt_d},
-            checkpoint_path=_checkpoint_path(
-                "train", params, rt, ("seed", "scale", "model", "train"), [data_dir / "manifest.json", init]
-            ),
-            finish=finish,
-        ),
-        params,
-        rt,
-        val,
+    stage = TrainingStage(
+        name="train",
+        seed=params.seed + 1,
+        batches_per_step=p.d_steps + 1,  # k D steps and one G step, each on a fresh batch
+        step=step,
+        generator=gen,
+        modules={"generator": gen, "discriminator": disc},
+        optimizers={"opt_g": opt_g, "opt_d": opt_d},
+        inputs=[data_dir / "manifest.json", init],
+        finish=finish,
     )
+    _run(stage, params, rt, shards, val)
 
 
-def _run(stage: TrainingStage, params: Params, rt: Runtime, val: tuple[torch.Tensor, torch.Tensor]) -> None:
+def _run(
+    stage: TrainingStage, params: Params, rt: Runtime, shards: Shards, val: tuple[torch.Tensor, torch.Tensor]
+) -> None:
     """Resume from the stage's checkpoint, open its MLflow run, loop, then write the outs.
 
     Under torchrun every process resumes from the same checkpoint and trains; only rank 0
     validates, logs to MLflow, writes checkpoints and the outs.
     """
-    state = _resume(stage, rt)
+    section = getattr(params, stage.name)
+    path = _checkpoint_path(stage.name, params, rt, ("seed", "scale", "model", stage.name), stage.inputs)
+    state = _resume(stage, path, rt)
     lead = rt.rank == 0
-    per_step = stage.batches_per_step
-    # Batch k of the run is number k: the loader starts where the checkpoint left off.
-    loader = iter(
-        batch_loader(
-            stage.batches,
-            start=state.step * per_step,
-            stop=stage.steps * per_step,
-            workers=params.runtime.workers,
-            pin_memory=rt.device.type == "cuda",
-        )
-    )
-
-    def next_batch() -> Batch:
-        lr_img, hr_img = next(loader)
-        return to_float(lr_img, rt.device), to_float(hr_img, rt.device)
+    next_batch = _batch_source(stage, params, rt, shards, start=state.step)
 
     with stage_run(stage.name, {**flatten(params), **rt.describe()}, enabled=lead, resume=state.run_id) as tracker:
         state.run_id = tracker.run_id
@@ -186,11 +159,11 @@ def _run(stage: TrainingStage, params: Params, rt: Runtime, val: tuple[torch.Ten
 
         loop = Loop(
             stage=stage.name,
-            steps=stage.steps,
-            intervals=stage.intervals,
+            steps=section.steps,
+            intervals=Intervals(section.val_every, section.checkpoint_every),
             step=lambda i: stage.step(i, next_batch),
             validate=validate_and_log,
-            save=lambda s: _save(stage, s) if lead else None,
+            save=lambda s: _save(stage, path, s) if lead else None,
         )
         run_loop(loop, state, tracker, rt)
         if lead:
@@ -198,28 +171,60 @@ def _run(stage: TrainingStage, params: Params, rt: Runtime, val: tuple[torch.Ten
     distributed.teardown()
 
 
-def _resume(stage: TrainingStage, rt: Runtime) -> LoopState:
+def _batch_source(
+    stage: TrainingStage, params: Params, rt: Runtime, shards: Shards, *, start: int
+) -> Callable[[], Batch]:
+    """The next batch of the stage's run on each call, from the one of update `start` on."""
+    section = getattr(params, stage.name)
+    # Each process reads only its share of every global batch.
+    batches = RandomCrops(
+        shards,
+        batch_size=section.batch_size,
+        crop_size=section.crop_size,
+        scale=params.scale,
+        seed=stage.seed,
+        part=(rt.rank, rt.world_size),
+    )
+    per_step = stage.batches_per_step
+    loader = iter(
+        batch_loader(
+            batches,
+            start=start * per_step,
+            stop=section.steps * per_step,
+            workers=params.runtime.workers,
+            pin_memory=rt.device.type == "cuda",
+        )
+    )
+
+    def next_batch() -> Batch:
+        lr_img, hr_img = next(loader)
+        return to_float(lr_img, rt.device), to_float(hr_img, rt.device)
+
+    return next_batch
+
+
+def _resume(stage: TrainingStage, path: Path, rt: Runtime) -> LoopState:
     """The stage's modules and optimizers loaded from its checkpoint, if one exists, and the loop's
     state; every process must find the same one."""
     state = LoopState()
-    if stage.checkpoint_path.exists():
-        saved = checkpoint.load(stage.checkpoint_path, checkpoint.TRAINING_FORMAT)
+    if path.exists():
+        saved = checkpoint.load(path, checkpoint.TRAINING_FORMAT)
         for name, module in stage.modules.items():
             module.load_state_dict(saved[name])
         for name, opt in stage.optimizers.items():
             opt.load_state_dict(saved[name])
         state = LoopState(saved["step"], saved["curves"], saved["val_psnr"], saved.get("mlflow_run_id", ""))
-        print(f"{stage.name}: resuming from step {state.step} ({stage.checkpoint_path})", file=sys.stderr)
+        print(f"{stage.name}: resuming from step {state.step} ({path})", file=sys.stderr)
     if not distributed.agree(state.step, rt):
         raise SrganError(
-            f"{stage.name}: the processes found different checkpoints at {stage.checkpoint_path} (rank {rt.rank} "
+            f"{stage.name}: the processes found different checkpoints at {path} (rank {rt.rank} "
             f"starts at step {state.step}); across machines, put the project's .cache on a shared filesystem, "
             "or delete it to start afresh"
         )
     return state
 
 
-def _save(stage: TrainingStage, state: LoopState) -> None:
+def _save(stage: TrainingStage, path: Path, state: LoopState) -> None:
     payload: dict[str, Any] = {
         "format": checkpoint.TRAINING_FORMAT,
         "step": state.step,
@@ -229,7 +234,7 @@ def _save(stage: TrainingStage, state: LoopState) -> None:
     }
     payload.update({name: checkpoint.cpu_state_dict(m) for name, m in stage.modules.items()})
     payload.update({name: opt.state_dict() for name, opt in stage.optimizers.items()})
-    checkpoint.save(stage.checkpoint_path, payload)
+    checkpoint.save(path, payload)
 
 
 def _setup(
@@ -242,13 +247,6 @@ def _setup(
     shards = Shards(data_dir / "train")
     val = Shards(data_dir / "val").all_pairs()
     return rt, shards, val
-
-
-def _crops(shards: Shards, params: Params, batch_size: int, crop_size: int, seed: int, rt: Runtime) -> RandomCrops:
-    # Each process reads only its share of every global batch.
-    return RandomCrops(
-        shards, batch_size=batch_size, crop_size=crop_size, scale=params.scale, seed=seed, part=(rt.rank, rt.world_size)
-    )
 
 
 def _generator_config(params: Params) -> dict[str, Any]:
