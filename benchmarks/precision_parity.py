@@ -33,6 +33,7 @@ import yaml
 from srgan.core.config import Params, load_params
 from srgan.core.errors import SrganError, exit_on_error
 from srgan.core.runtime import cpu_name
+from srgan.core.tracking import stage_run
 from srgan.training.stages import pretrain
 
 PRECISIONS = ("fp32", "bf16")
@@ -74,7 +75,9 @@ def train_once(params: Params, data: Path, precision: str, seed: int) -> float:
     with tempfile.TemporaryDirectory(prefix=f"srgan-parity-{precision}-{seed}-") as root:
         with _environment(DVC_ROOT=root, MLFLOW_TRACKING_URI=f"sqlite:///{root}/mlflow.db"):
             curves = Path(root) / "pretrain.csv"
-            pretrain(run_params, data, Path(root) / "srresnet.pt", curves)
+            job = pretrain(run_params, data, Path(root) / "srresnet.pt", curves)
+            with stage_run("pretrain", job.run_params, resume=job.resume_run_id) as tracker:
+                job.run(tracker)
             return final_val_psnr(curves)
 
 

@@ -24,7 +24,7 @@ from PIL import Image
 
 from srgan.core.config import RuntimeParams
 from srgan.core.runtime import cpu_name, resolve_runtime
-from srgan.inference.upscale import DEFAULT_TILE
+from srgan.inference.limits import DEFAULT_TILE
 from srgan.models.checkpoint import generator_config, save_generator
 from srgan.models.networks import Generator
 

@@ -31,7 +31,8 @@ from PIL import Image
 
 from srgan.core.config import RuntimeParams
 from srgan.core.runtime import cpu_name, resolve_runtime
-from srgan.inference.upscale import DEFAULT_TILE, upscale_image
+from srgan.inference.limits import DEFAULT_TILE
+from srgan.inference.upscale import upscale_image
 from srgan.models.networks import Generator
 
 WIDTH, HEIGHT, SCALE, BLOCKS, CHANNELS = 2000, 1500, 4, 4, 8

@@ -13,29 +13,15 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from srgan.core.config import PreprocessParams, RuntimeParams
 from srgan.core.errors import SrganError, exit_on_error
 from srgan.core.metrics import CONVENTIONS, DEFAULT_CONVENTION, convention
-from srgan.core.runtime import resolve_runtime
-from srgan.evaluation.evaluate import (
-    bicubic,
-    evaluate,
-    generator_upscaler,
-    mean_niqe,
-    pairs_from_hr_folder,
-    read_folder,
-    to_json_line,
-)
-from srgan.inference.export import export_onnx
-from srgan.inference.upscale import (
-    DEFAULT_MAX_OUTPUT_PIXELS,
-    DEFAULT_TILE,
-    MIN_TILE,
-    load_model,
-    plan_jobs,
-    upscale_files,
-)
-from srgan.models.checkpoint import load_generator
+
+# The commands import torch and their modules when they run, not here: `srgan --help` and argument
+# errors answer at once, and no command imports mlflow unless it loads a model URI.
+from srgan.inference.limits import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_TILE, MIN_TILE
 
 DEFAULT_MODEL = "models/srgan.pt"
 
@@ -48,6 +34,19 @@ def _runtime_options(parser: argparse.ArgumentParser) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     """PSNR/SSIM/MSE/NIQE of bicubic or a generator file on a folder of HR images; with
     `--no-reference`, the NIQE of its upscaled outputs of a folder of LR photos."""
+    from srgan.core.runtime import resolve_runtime
+    from srgan.evaluation.evaluate import (
+        bicubic,
+        evaluate,
+        generator_upscaler,
+        niqes,
+        pairs_from_hr_folder,
+        read_folder,
+        to_json_line,
+    )
+    from srgan.evaluation.scores import average
+    from srgan.models.checkpoint import load_generator
+
     rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision))
     if args.model == "bicubic":
         scale = args.scale or 4
@@ -61,7 +60,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     max_pixels = PreprocessParams().max_pixels
     if args.no_reference:
         images = read_folder(args.data, scale, max_pixels)
-        value = mean_niqe([(name, upscaler(lr_img)) for name, lr_img in images], crop_border=scale)
+        value = float(np.mean(niqes([(name, upscaler(lr_img)) for name, lr_img in images], crop_border=scale)))
         if args.json:
             print(json.dumps({"model": args.model, "niqe": value, "images": len(images), "crop_border": scale}))
         else:
@@ -71,7 +70,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
             )
         return
     pairs = pairs_from_hr_folder(args.data, scale, max_pixels)
-    scores, _ = evaluate(upscaler, pairs, convention(scale, args.convention))
+    per_image, _ = evaluate(upscaler, pairs, convention(scale, args.convention))
+    scores = average(per_image)
     if args.json:
         print(to_json_line(args.model, scores))
     else:
@@ -84,6 +84,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def cmd_upscale(args: argparse.Namespace) -> None:
     """Upscale image files and folders in tiles; one `error:` line per failed file, exit 2 if any."""
+    from srgan.core.runtime import resolve_runtime
+    from srgan.inference.upscale import load_model, plan_jobs, upscale_files
+
     jobs = plan_jobs(args.inputs, args.output, args.format)
     rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision))
     gen = load_model(args.model)
@@ -101,6 +104,9 @@ def cmd_upscale(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     """Write the generator as ONNX (the only --format so far)."""
+    from srgan.inference.export import export_onnx
+    from srgan.inference.upscale import load_model
+
     export_onnx(load_model(args.model), args.output)
 
 

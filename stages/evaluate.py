@@ -5,8 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from srgan.core.config import load_params
+from srgan.core.config import flatten, load_params
 from srgan.core.errors import exit_on_error
+from srgan.core.metrics import DEFAULT_CONVENTION
+from srgan.core.runtime import resolve_runtime
+from srgan.core.tracking import stage_run
 from srgan.evaluation.evaluate import run_evaluation
 
 
@@ -18,7 +21,11 @@ def main() -> None:
     parser.add_argument("--srgan", type=Path, required=True, help="SRGAN generator file")
     parser.add_argument("--reports", type=Path, required=True, help="reports folder to write")
     args = parser.parse_args()
-    run_evaluation(load_params(), args.data, args.srresnet, args.srgan, args.reports)
+    params = load_params()
+    rt = resolve_runtime(params.runtime)
+    run_params = {**flatten(params), **rt.describe(), "metric_convention": DEFAULT_CONVENTION}
+    with stage_run("evaluate", run_params) as tracker:
+        run_evaluation(params, rt, args.data, args.srresnet, args.srgan, args.reports, tracker)
 
 
 if __name__ == "__main__":

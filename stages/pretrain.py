@@ -7,6 +7,7 @@ from pathlib import Path
 
 from srgan.core.config import load_params
 from srgan.core.errors import exit_on_error
+from srgan.core.tracking import stage_run
 from srgan.training import distributed
 from srgan.training.stages import pretrain
 
@@ -20,7 +21,10 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     distributed.relaunch(params.runtime.nproc, "stages.pretrain")
-    pretrain(params, args.data, args.out, args.curves)
+    job = pretrain(params, args.data, args.out, args.curves)
+    with stage_run("pretrain", job.run_params, job.lead, job.resume_run_id, system_metrics=True) as tracker:
+        job.run(tracker)
+    distributed.teardown()
 
 
 if __name__ == "__main__":

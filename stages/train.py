@@ -7,6 +7,7 @@ from pathlib import Path
 
 from srgan.core.config import load_params
 from srgan.core.errors import exit_on_error
+from srgan.core.tracking import stage_run
 from srgan.training import distributed
 from srgan.training.stages import train_gan
 
@@ -22,7 +23,10 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     distributed.relaunch(params.runtime.nproc, "stages.train")
-    train_gan(params, args.data, args.init, args.out, args.discriminator, args.curves)
+    job = train_gan(params, args.data, args.init, args.out, args.discriminator, args.curves)
+    with stage_run("train", job.run_params, job.lead, job.resume_run_id, system_metrics=True) as tracker:
+        job.run(tracker)
+    distributed.teardown()
 
 
 if __name__ == "__main__":

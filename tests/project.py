@@ -140,3 +140,15 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def image_steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    """The steps at which `mlflow.log_image(..., key=key, step=...)` logged an image to a run
+    (MLflow names each `images/<key>+step+<step>+timestamp+...png`)."""
+    steps = []
+    for artifact in client.list_artifacts(run_id, "images"):
+        name = artifact.path.removeprefix("images/")
+        parts = name.split("+")
+        if parts[0] == key and parts[1] == "step" and name.endswith(".png"):
+            steps.append(int(parts[2]))
+    return sorted(steps)

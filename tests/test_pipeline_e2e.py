@@ -18,8 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from PIL import Image
 from project import BIN, REPO, TINY, make_project, mlflow_runs, out_hashes, photo, run, tiny_images
 from torchvision.models import vgg19
 
@@ -54,6 +56,15 @@ def test_dvc_repro_builds_every_stage_and_reports(pipeline: Path) -> None:
     figures = {path.name for path in (pipeline / "reports" / "figures").glob("*.png")}
     assert len(figures) == 2 and "perception_distortion.png" in figures
     assert (pipeline / "reports" / "plots" / "train.csv").read_text().startswith("step,g_content")
+    # The per-image table: one row per image and model (HR with its NIQE alone); its means are metrics.json's.
+    table = pd.read_csv(pipeline / "reports" / "scores.csv")
+    assert list(table.columns) == ["set", "image", "model", "psnr", "ssim", "mse", "niqe"]
+    assert sorted(table["model"].unique()) == ["bicubic", "hr", "srgan", "srresnet"]
+    for (set_name, model), rows in table.groupby(["set", "model"]):
+        expected = metrics[set_name][model]
+        assert len(rows) == len(table[table["model"] == "hr"]), model
+        for key, value in expected.items():
+            assert rows[key].mean() == pytest.approx(value, abs=1e-3), (model, key)
     lock = (pipeline / "dvc.lock").read_text()
     assert all(f"  {stage}:" in lock for stage in ("download", "preprocess", "pretrain", "train", "evaluate"))
     stages = {run_.data.tags["stage"] for run_ in mlflow_runs(pipeline)}
@@ -85,6 +96,24 @@ def test_exp_run_reruns_only_train_and_evaluate(pipeline: Path) -> None:
     assert sorted(r.data.tags["stage"] for r in new) == ["evaluate", "train"]
     assert {r.data.tags["dvc_exp"] for r in new} == {"adv2"}
     assert {r.data.params["train.adv_weight"] for r in new} == {"0.002"}
+
+
+def test_plots_diff_shows_each_experiments_figures(pipeline: Path, tmp_path: Path) -> None:
+    """The evaluate figures are DVC image plots: `dvc plots diff` of two experiments renders both
+    experiments' own images in one page."""
+    for name, crop in (("crop-a", 24), ("crop-b", 16)):
+        run(["dvc", "exp", "run", "-n", name, "-S", f"evaluate.figure_crop={crop}"], pipeline)
+    out = tmp_path / "plots"
+    run(["dvc", "plots", "diff", "crop-a", "crop-b", "-o", str(out)], pipeline)
+    html = (out / "index.html").read_text()
+    sizes = {}
+    for name in ("crop-a", "crop-b"):
+        images = [p for p in (out / "static").glob("*.png") if name in p.name and "figures" in p.name]
+        assert len(images) == 2, (name, sorted(p.name for p in (out / "static").glob("*")))
+        assert all(f"static/{p.name}" in html for p in images)
+        figure = next(p for p in images if "perception_distortion" not in p.name)
+        sizes[name] = Image.open(figure).size
+    assert sizes["crop-a"] != sizes["crop-b"]  # each experiment's own figure, not one image twice
 
 
 def readme_block(after: str) -> list[str]:

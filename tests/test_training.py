@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
+from project import image_steps
 from tiny_stage import PRETRAIN, stage, wait_for_first_checkpoint, write_tiny_project
 
 from srgan.core.errors import SrganError
@@ -60,7 +61,8 @@ def test_a_finished_run_in_one_precision_is_not_resumed_by_another(tmp_path: Pat
 
 def test_tiny_pretrain_and_train_are_recorded_in_mlflow(tmp_path: Path) -> None:
     write_tiny_project(tmp_path, steps=20)
-    first = stage(tmp_path, "pretrain", *PRETRAIN)
+    sample_every_second = {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"}  # MLflow's default: 10 s
+    first = stage(tmp_path, "pretrain", *PRETRAIN, env=sample_every_second)
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     second = stage(
@@ -76,6 +78,7 @@ def test_tiny_pretrain_and_train_are_recorded_in_mlflow(tmp_path: Path) -> None:
         "models/discriminator.pt",
         "--curves",
         "reports/plots/train.csv",
+        env=sample_every_second,
     )
     _, train_err = second.communicate(timeout=300)
     assert second.returncode == 0, train_err
@@ -95,8 +98,13 @@ def test_tiny_pretrain_and_train_are_recorded_in_mlflow(tmp_path: Path) -> None:
         assert len(history) > 1, key
         assert history[-1].step == 12
     assert [m.step for m in client.get_metric_history(runs["pretrain"].info.run_id, "loss")] == [5, 10, 15, 20]
-    artifacts = [a.path for a in client.list_artifacts(train.info.run_id, "grids")]
-    assert "grids/step_0000012.png" in artifacts
+    assert image_steps(client, train.info.run_id, "validation")[-1] == 12
+    # System metrics, so a slow run can be told from a starved one.
+    for run in runs.values():
+        cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")
+        memory = client.get_metric_history(run.info.run_id, "system/system_memory_usage_megabytes")
+        assert cpu and all(0 <= m.value <= 100 for m in cpu), run.data.tags["stage"]
+        assert memory and all(m.value > 0 for m in memory), run.data.tags["stage"]
 
     import mlflow.pytorch
 

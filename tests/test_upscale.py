@@ -24,8 +24,8 @@ from srgan.cli import main
 from srgan.core.errors import SrganError
 from srgan.core.runtime import Runtime
 from srgan.evaluation.evaluate import generator_upscaler
+from srgan.inference.limits import MIN_TILE
 from srgan.inference.upscale import (
-    MIN_TILE,
     Job,
     context_radius,
     is_model_uri,

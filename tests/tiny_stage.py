@@ -33,8 +33,12 @@ def write_tiny_project(root: Path, steps: int = 20) -> None:
     (root / "params.yaml").write_text(TINY_PARAMS.replace("STEPS", str(steps)))
 
 
-def stage(root: Path, name: str, *args: str, **popen: object) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def stage(
+    root: Path, name: str, *args: str, env: dict[str, str] | None = None, **popen: object
+) -> subprocess.Popen[str]:
+    """`python -m stages.<name>` in `root`, with the project's store (no inherited MLflow or DVC
+    location) and `env` added to the environment."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("DVC_ROOT", None)
     return subprocess.Popen(

@@ -20,6 +20,7 @@ from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
+import pandas as pd
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
@@ -116,15 +117,17 @@ class Tracker:
     def log_params(self, params: dict[str, Any]) -> None:
         _retry(lambda: mlflow.log_params(params))
 
-    def log_image(self, image: np.ndarray, artifact_file: str) -> None:
-        """`image`: uint8 (H, W, 3) RGB, stored as PNG under the run's artifacts."""
-        _retry(lambda: mlflow.log_image(image, artifact_file=artifact_file))
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        """`image`: uint8 (H, W, 3) RGB, one step of the image series `key`, which the MLflow UI
+        shows with a step slider and side by side across runs."""
+        _retry(lambda: mlflow.log_image(image, key=key, step=step))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         _retry(lambda: mlflow.log_artifact(str(path), artifact_path))
 
-    def log_table(self, rows: dict[str, list[Any]], artifact_file: str) -> None:
-        _retry(lambda: mlflow.log_table(rows, artifact_file=artifact_file))
+    def log_table(self, table: dict[str, list[Any]] | pd.DataFrame, artifact_file: str) -> None:
+        """A table the MLflow UI can sort and filter (a DataFrame, or columns by name)."""
+        _retry(lambda: mlflow.log_table(table, artifact_file=artifact_file))
 
     def log_generator(self, model: torch.nn.Module, name: str = "generator") -> str:
         """Log the generator with a (-1, 3, -1, -1) float32 signature in [0, 1]; returns its URI."""
@@ -169,9 +172,9 @@ class _Disabled(Tracker):
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def log_params(self, params: dict[str, Any]) -> None: ...
-    def log_image(self, image: np.ndarray, artifact_file: str) -> None: ...
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
-    def log_table(self, rows: dict[str, list[Any]], artifact_file: str) -> None: ...
+    def log_table(self, table: dict[str, list[Any]] | pd.DataFrame, artifact_file: str) -> None: ...
     def log_generator(self, model: torch.nn.Module, name: str = "generator") -> str:
         return ""
 
@@ -220,13 +223,21 @@ def _resumable(run_id: str | None, experiment_id: str, stage: str) -> dict[str, 
 
 
 @contextmanager
-def stage_run(stage: str, params: dict[str, Any], enabled: bool = True, resume: str | None = None) -> Iterator[Tracker]:
+def stage_run(
+    stage: str,
+    params: dict[str, Any],
+    enabled: bool = True,
+    resume: str | None = None,
+    system_metrics: bool = False,
+) -> Iterator[Tracker]:
     """One MLflow run for one stage execution, tagged `stage`, `git_commit` and `dvc_exp`.
 
     `params` are logged flat (`train.adv_weight`), together with the resolved runtime. `resume`:
     the id of the run an interrupted execution logged to (from its checkpoint); that run is
     reopened, so a resumed execution is one run with the whole curve. It ends FINISHED, FAILED,
-    or KILLED when interrupted (Ctrl-C).
+    or KILLED when interrupted (Ctrl-C). `system_metrics`: MLflow samples CPU, memory, disk,
+    network (and GPU where there is one) every 10 s (`$MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL`)
+    as `system/...` metrics, so a slow run can be told from a starved one.
     """
     if not enabled:
         yield _Disabled()
@@ -244,10 +255,14 @@ def stage_run(stage: str, params: dict[str, Any], enabled: bool = True, resume: 
     }
     logged = _resumable(resume, experiment_id, stage)
     if logged is None:
-        run = _retry(lambda: mlflow.start_run(experiment_id=experiment_id, run_name=stage, tags=tags))
+        run = _retry(
+            lambda: mlflow.start_run(
+                experiment_id=experiment_id, run_name=stage, tags=tags, log_system_metrics=system_metrics
+            )
+        )
         logged = {}
     else:
-        run = _retry(lambda: mlflow.start_run(run_id=resume, tags=tags))
+        run = _retry(lambda: mlflow.start_run(run_id=resume, tags=tags, log_system_metrics=system_metrics))
     status = "FAILED"
     try:
         tracker = Tracker(run.info.run_id)

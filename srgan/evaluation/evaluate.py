@@ -15,16 +15,15 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import torch
 
-from srgan.core.config import Params, flatten
+from srgan.core.config import Params
 from srgan.core.errors import SrganError
 from srgan.core.metrics import Convention, convention
-from srgan.core.runtime import Runtime, resolve_runtime
-from srgan.core.tracking import stage_run
+from srgan.core.runtime import Runtime
 from srgan.data.imageio import ImageReadError, list_images, read_image
 from srgan.data.imresize import bicubic_upscale, imresize_uint8, modcrop
 from srgan.data.sources import IMAGE_EXTENSIONS, slug
@@ -32,16 +31,20 @@ from srgan.evaluation.niqe import niqe, niqe_measures, niqe_min_size
 from srgan.evaluation.report import (
     MODELS,
     SetResults,
-    as_table,
     departures,
     figure,
     perception_distortion_plot,
+    score_row,
+    scores_table,
     write_reports,
 )
 from srgan.evaluation.scores import Scores, average, measure
 from srgan.inference.upscale import upscale_image
 from srgan.models.checkpoint import load_generator
 from srgan.models.networks import Generator
+
+if TYPE_CHECKING:  # the stage's main opens the MLflow run; importing mlflow here would slow `srgan eval`
+    from srgan.core.tracking import Tracker
 
 Upscaler = Callable[[np.ndarray], np.ndarray]
 T = TypeVar("T")
@@ -153,17 +156,15 @@ def _named(name: str, compute: Callable[[], T]) -> T:
         raise SrganError(f"{name}: {err}") from None
 
 
-def evaluate(upscaler: Upscaler, pairs: Sequence[Pair], conv: Convention) -> tuple[Scores, list[np.ndarray]]:
-    """Mean scores over `pairs`, and the SR images (kept for figures)."""
+def evaluate(upscaler: Upscaler, pairs: Sequence[Pair], conv: Convention) -> tuple[list[Scores], list[np.ndarray]]:
+    """Each pair's scores (`average` gives the set's), and the SR images (kept for figures)."""
     outputs = [upscaler(pair.lr_img) for pair in pairs]
-    return average(
-        [_named(pair.name, lambda: measure(sr, pair.hr_img, conv)) for sr, pair in zip(outputs, pairs)]
-    ), outputs
+    return [_named(pair.name, lambda: measure(sr, pair.hr_img, conv)) for sr, pair in zip(outputs, pairs)], outputs
 
 
-def mean_niqe(images: Sequence[tuple[str, np.ndarray]], crop_border: int) -> float:
-    """Mean NIQE of named uint8 images ((H, W, 3) RGB or (H, W) gray), `crop_border` px cropped."""
-    return float(np.mean([_named(name, lambda: niqe(image, crop_border=crop_border)) for name, image in images]))
+def niqes(images: Sequence[tuple[str, np.ndarray]], crop_border: int) -> list[float]:
+    """NIQE of each named uint8 image ((H, W, 3) RGB or (H, W) gray), `crop_border` px cropped."""
+    return [_named(name, lambda: niqe(image, crop_border=crop_border)) for name, image in images]
 
 
 def to_json_line(model: str, scores: Scores) -> str:
@@ -181,9 +182,11 @@ def to_json_line(model: str, scores: Scores) -> str:
     )
 
 
-def run_evaluation(params: Params, data_dir: Path, srresnet_path: Path, srgan_path: Path, reports: Path) -> None:
-    """The evaluate stage: every data.eval set × (bicubic, SRResNet, SRGAN) → reports and MLflow."""
-    rt = resolve_runtime(params.runtime)
+def run_evaluation(
+    params: Params, rt: Runtime, data_dir: Path, srresnet_path: Path, srgan_path: Path, reports: Path, tracker: Tracker
+) -> None:
+    """The evaluate stage: every data.eval set × (bicubic, SRResNet, SRGAN) → reports, and the
+    metrics, per-image table and figures to the stage's MLflow run (`tracker`)."""
     conv = convention(params.scale)
     expect = {"scale": params.scale}
     upscalers = {
@@ -193,32 +196,48 @@ def run_evaluation(params: Params, data_dir: Path, srresnet_path: Path, srgan_pa
     }
     results: dict[str, SetResults] = {}
     figures: dict[str, np.ndarray] = {}
+    rows: list[dict[str, Any]] = []
     for source in params.data.eval:
         name = slug(source)
         pairs = pairs_from_prepared(data_dir / "eval" / name, params.preprocess.max_pixels)
-        outputs: dict[str, list[np.ndarray]] = {}
-        scores: dict[str, Scores] = {}
-        for model, upscaler in upscalers.items():
-            scores[model], outputs[model] = evaluate(upscaler, pairs, conv)
-        results[name] = SetResults(scores, mean_niqe([(pair.name, pair.hr_img) for pair in pairs], conv.crop_border))
-        for i, pair in enumerate(pairs[: params.evaluate.figures]):
-            panels = {model: outputs[model][i] for model in MODELS}
-            figures[f"{name}_{pair.name}"] = figure(
-                pair.lr_img, pair.hr_img, panels, params.scale, params.evaluate.figure_crop
-            )
+        results[name], set_rows, set_figures = _evaluate_set(name, pairs, upscalers, conv, params)
+        rows += set_rows
+        figures.update(set_figures)
     figures["perception_distortion"] = perception_distortion_plot(results)
-    described = rt.describe()
     notes = [
-        f"evaluated on {described['runtime.hardware']} ({rt.device.type}, {rt.precision}), torch {torch.__version__}",
+        f"evaluated on {rt.describe()['runtime.hardware']} ({rt.device.type}, {rt.precision}), "
+        f"torch {torch.__version__}",
         *departures(params),
     ]
-    metrics = write_reports(reports, results, conv, notes, figures)
+    table = scores_table(rows)
+    metrics = write_reports(reports, results, conv, notes, figures, table)
     flat = {
         f"{s}.{m}.{k}": v for s, models in metrics.items() for m, scores in models.items() for k, v in scores.items()
     }
-    with stage_run("evaluate", {**flatten(params), **described, "metric_convention": conv.name}) as tracker:
-        tracker.log_metrics(flat, step=0)
-        tracker.log_table(as_table(results), "results_table.json")
-        tracker.log_artifact(reports / "results.md")
-        for name in figures:
-            tracker.log_artifact(reports / "figures" / f"{name}.png", "figures")
+    tracker.log_metrics(flat, step=0)
+    tracker.log_table(table, "scores.json")
+    tracker.log_artifact(reports / "results.md")
+    for name, image in figures.items():
+        tracker.log_image(image, key=name, step=0)
+
+
+def _evaluate_set(
+    name: str, pairs: Sequence[Pair], upscalers: dict[str, Upscaler], conv: Convention, params: Params
+) -> tuple[SetResults, list[dict[str, Any]], dict[str, np.ndarray]]:
+    """One eval set: its mean scores per model and HR's NIQE, its per-image rows, its figures."""
+    outputs: dict[str, list[np.ndarray]] = {}
+    scores: dict[str, Scores] = {}
+    rows = []
+    for model, upscaler in upscalers.items():
+        per_image, outputs[model] = evaluate(upscaler, pairs, conv)
+        scores[model] = average(per_image)
+        rows += [score_row(name, pair.name, model, s) for pair, s in zip(pairs, per_image)]
+    hr_niqe = niqes([(pair.name, pair.hr_img) for pair in pairs], conv.crop_border)
+    rows += [{"set": name, "image": pair.name, "model": "hr", "niqe": v} for pair, v in zip(pairs, hr_niqe)]
+    figures = {
+        f"{name}_{pair.name}": figure(
+            pair.lr_img, pair.hr_img, {m: outputs[m][i] for m in MODELS}, params.scale, params.evaluate.figure_crop
+        )
+        for i, pair in enumerate(pairs[: params.evaluate.figures])
+    }
+    return SetResults(scores, float(np.mean(hr_niqe))), rows, figures

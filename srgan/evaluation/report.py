@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from PIL import Image, ImageDraw
 
 from srgan.core.atomic import write_json, write_text
@@ -17,7 +18,6 @@ from srgan.core.config import Params
 from srgan.core.metrics import Convention
 from srgan.data.imageio import write_png
 from srgan.evaluation.scores import Scores
-from srgan.training.losses import vgg_weights_origin
 
 MODELS = ("bicubic", "srresnet", "srgan")
 
@@ -30,6 +30,7 @@ PAPER = {
 }
 
 
+SCORE_COLUMNS = ("set", "image", "model", "psnr", "ssim", "mse", "niqe")
 MODEL_LABELS = {"bicubic": "bicubic", "srresnet": "SRResNet", "srgan": "SRGAN"}
 
 
@@ -185,10 +186,13 @@ def write_reports(
     conv: Convention,
     notes: Sequence[str],
     figures: dict[str, np.ndarray],
+    table: pd.DataFrame,
 ) -> dict[str, Any]:
-    """Write metrics.json, results.md and figures/*.png under `reports`; return the metrics dict."""
+    """Write metrics.json, scores.csv, results.md and figures/*.png under `reports`; return the
+    metrics dict. Numbers are rounded to 4 decimals, so equal runs give equal bytes."""
     metrics = metrics_json(results)
     write_json(reports / "metrics.json", metrics)
+    write_text(reports / "scores.csv", table.to_csv(index=False, float_format="%.4f", lineterminator="\n"))
     write_text(reports / "results.md", results_markdown(results, conv, notes))
     figures_dir = reports / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -200,21 +204,30 @@ def write_reports(
     return metrics
 
 
-def as_table(results: dict[str, SetResults]) -> dict[str, list[Any]]:
-    """Long-format table for `mlflow.log_table`: one row per (set, model), HR with its NIQE alone."""
-    rows = [
-        (name, model, s.psnr, s.ssim, s.mse, s.niqe, s.images)
-        for name, result in results.items()
-        for model, s in result.models.items()
-    ]
-    rows += [(name, "hr", None, None, None, result.hr_niqe, result.images) for name, result in results.items()]
+def score_row(set_name: str, image: str, model: str, scores: Scores) -> dict[str, Any]:
+    """One row of the per-image table."""
     return {
-        key: [row[i] for row in rows] for i, key in enumerate(("set", "model", "psnr", "ssim", "mse", "niqe", "images"))
+        "set": set_name,
+        "image": image,
+        "model": model,
+        "psnr": scores.psnr,
+        "ssim": scores.ssim,
+        "mse": scores.mse,
+        "niqe": scores.niqe,
     }
+
+
+def scores_table(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Per-image scores, one row per (set, image, model); HR rows carry only their NIQE. The
+    means of these are metrics.json's."""
+    return pd.DataFrame(list(rows), columns=list(SCORE_COLUMNS))
 
 
 def departures(params: Params) -> list[str]:
     """How this run differs from the paper, for results.md: every model or schedule option."""
+    # Here, not at the top: the losses module imports torchvision, which `srgan eval` does not need.
+    from srgan.training.losses import vgg_weights_origin
+
     notes = []
     if params.model.bicubic_skip:
         notes.append(

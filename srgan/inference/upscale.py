@@ -31,14 +31,10 @@ from srgan.core.errors import SrganError
 from srgan.core.runtime import Runtime
 from srgan.data.imageio import OUTPUT_FORMATS, Picture, check_writable, decode, output_format, to_picture, write_picture
 from srgan.data.sources import IMAGE_EXTENSIONS
+from srgan.inference.limits import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_TILE
 from srgan.models.checkpoint import load_generator
 from srgan.models.networks import Generator
 
-DEFAULT_TILE = 256  # LR pixels: 16 blocks × 64 channels peak at about 1 GB in fp32 (0.5 GB in bf16)
-# Below this, the context each tile recomputes (2·blocks + 8 px a side, 40 for the paper's
-# model) outweighs the tile: a 32 px tile already does (32 + 80)² / 32² ≈ 12× the work.
-MIN_TILE = 32
-DEFAULT_MAX_OUTPUT_PIXELS = 100_000_000  # a 3000×2000 photo at ×4 is 96 MP
 # ITU-R BT.601 luma weights: a gray input's RGB output back to gray (the Y of `rgb_to_y`, without offset).
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
 # Keys' cubic kernel reaches 2 input pixels each side of the sample point (F.interpolate "bicubic").

@@ -24,7 +24,7 @@ from srgan.core.atomic import write_text
 from srgan.core.config import Params, flatten
 from srgan.core.errors import SrganError
 from srgan.core.runtime import Runtime, project_root, resolve_runtime, seed_everything
-from srgan.core.tracking import Tracker, stage_run
+from srgan.core.tracking import Tracker
 from srgan.data.batches import RandomCrops, Shards, batch_loader, to_float
 from srgan.models import checkpoint
 from srgan.models.networks import Discriminator, Generator
@@ -33,6 +33,7 @@ from srgan.training.loop import Intervals, Loop, LoopState, Scalars, run_loop
 from srgan.training.losses import ContentLoss
 from srgan.training.steps import adam, discriminator_step, generator_step, mse_step, set_learning_rate, validate
 
+ValPairs = tuple[torch.Tensor, torch.Tensor]  # uint8 LR (N, 3, h, w), HR (N, 3, H, W)
 Batch = tuple[torch.Tensor, torch.Tensor]  # LR (N, 3, h, w), HR (N, 3, H, W): float RGB in [0, 1] on the device
 
 
@@ -59,8 +60,8 @@ class TrainingStage:
     finish: Callable[[Tracker, LoopState], None]
 
 
-def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> None:
-    """Train SRResNet on pixel MSE and write the generator to `out`."""
+def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> TrainingJob:
+    """SRResNet on pixel MSE, writing the generator to `out`: the job, ready to run."""
     p = params.pretrain
     rt, shards, val = _setup(params, data_dir, "pretrain.batch_size", p.batch_size)
     config = _generator_config(params)
@@ -88,11 +89,12 @@ def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> No
         inputs=[data_dir / "manifest.json"],
         finish=finish,
     )
-    _run(stage, params, rt, shards, val)
+    return TrainingJob(stage, params, rt, shards, val)
 
 
-def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: Path, curves_path: Path) -> None:
-    """Train SRGAN from the SRResNet in `init`; write the generator and the discriminator."""
+def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: Path, curves_path: Path) -> TrainingJob:
+    """SRGAN from the SRResNet in `init`, writing the generator and the discriminator: the job,
+    ready to run."""
     p = params.train
     rt, shards, val = _setup(params, data_dir, "train.batch_size", p.batch_size)
     content_loss = ContentLoss(p.content_loss, p.vgg_weights).to(rt.device)  # fails here, before training
@@ -130,45 +132,52 @@ def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: P
         inputs=[data_dir / "manifest.json", init],
         finish=finish,
     )
-    _run(stage, params, rt, shards, val)
+    return TrainingJob(stage, params, rt, shards, val)
 
 
-def _run(
-    stage: TrainingStage, params: Params, rt: Runtime, shards: Shards, val: tuple[torch.Tensor, torch.Tensor]
-) -> None:
-    """Resume from the stage's checkpoint, open its MLflow run, loop, then write the outs.
+class TrainingJob:
+    """A training stage ready to run: models built, resumed from its checkpoint if one exists.
 
-    Under torchrun every process resumes from the same checkpoint and trains; only rank 0
-    validates, logs to MLflow, writes checkpoints and the outs.
+    The stage's `main()` opens the MLflow run (`run_params`, `lead`, `resume_run_id`) and calls
+    `run(tracker)`. Under torchrun every process resumes from the same checkpoint and trains;
+    only the lead process (rank 0) validates, logs, writes checkpoints and the outs.
     """
-    section = getattr(params, stage.name)
-    path = _checkpoint_path(stage.name, params, rt, ("seed", "scale", "model", stage.name), stage.inputs)
-    state = _resume(stage, path, rt)
-    lead = rt.rank == 0
-    next_batch = _batch_source(stage, params, rt, shards, start=state.step)
 
-    with stage_run(stage.name, {**flatten(params), **rt.describe()}, enabled=lead, resume=state.run_id) as tracker:
-        state.run_id = tracker.run_id
+    def __init__(self, stage: TrainingStage, params: Params, rt: Runtime, shards: Shards, val: ValPairs) -> None:
+        self.stage, self.params, self.rt, self.val = stage, params, rt, val
+        self.section = getattr(params, stage.name)
+        self.path = _checkpoint_path(stage.name, params, rt, ("seed", "scale", "model", stage.name), stage.inputs)
+        self.state = _resume(stage, self.path, rt)
+        self.lead = rt.rank == 0
+        self.run_params = {**flatten(params), **rt.describe()}
+        self._next_batch = _batch_source(stage, params, rt, shards, start=self.state.step)
 
-        def validate_and_log(step: int) -> float:
-            if not lead:
-                return float("nan")
-            psnr, grid = validate(stage.generator, *val, params.scale, rt)
-            tracker.log_image(grid, f"grids/step_{step:07d}.png")
-            return psnr
+    @property
+    def resume_run_id(self) -> str:
+        """The MLflow run an interrupted execution logged to (from the checkpoint), or ""."""
+        return self.state.run_id
 
+    def run(self, tracker: Tracker) -> None:
+        """Loop to the last step, then write the outs."""
+        self.state.run_id = tracker.run_id
         loop = Loop(
-            stage=stage.name,
-            steps=section.steps,
-            intervals=Intervals(section.val_every, section.checkpoint_every),
-            step=lambda i: stage.step(i, next_batch),
-            validate=validate_and_log,
-            save=lambda s: _save(stage, path, s) if lead else None,
+            stage=self.stage.name,
+            steps=self.section.steps,
+            intervals=Intervals(self.section.val_every, self.section.checkpoint_every),
+            step=lambda i: self.stage.step(i, self._next_batch),
+            validate=lambda step: self._validate(tracker, step),
+            save=lambda s: _save(self.stage, self.path, s) if self.lead else None,
         )
-        run_loop(loop, state, tracker, rt)
-        if lead:
-            stage.finish(tracker, state)
-    distributed.teardown()
+        run_loop(loop, self.state, tracker, self.rt)
+        if self.lead:
+            self.stage.finish(tracker, self.state)
+
+    def _validate(self, tracker: Tracker, step: int) -> float:
+        if not self.lead:
+            return float("nan")
+        psnr, grid = validate(self.stage.generator, *self.val, self.params.scale, self.rt)
+        tracker.log_image(grid, key="validation", step=step)
+        return psnr
 
 
 def _batch_source(
@@ -237,9 +246,7 @@ def _save(stage: TrainingStage, path: Path, state: LoopState) -> None:
     checkpoint.save(path, payload)
 
 
-def _setup(
-    params: Params, data_dir: Path, batch_key: str, batch_size: int
-) -> tuple[Runtime, Shards, tuple[torch.Tensor, torch.Tensor]]:
+def _setup(params: Params, data_dir: Path, batch_key: str, batch_size: int) -> tuple[Runtime, Shards, ValPairs]:
     """The runtime (torchrun's process group included), the seeds, the training shards and the
     validation pairs (uint8 (N, 3, h, w) LR, (N, 3, H, W) HR)."""
     rt = distributed.setup(resolve_runtime(params.runtime), {batch_key: batch_size})
