@@ -76,26 +76,33 @@ def test_mlflow_serves_the_logged_generator_like_srgan_upscale(tmp_path: Path, m
     monkeypatch.delenv("DVC_ROOT", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     with stage_run("train", {"model.blocks": 2}) as tracker:
-        model_uri = tracker.log_generator(random_generator(bicubic_skip=True))
+        run_uri = tracker.log_generator(random_generator(bicubic_skip=True))
+        version = tracker.register_generator(run_uri)
+    model_uri = f"models:/srgan-generator/{version}"  # the registry's name for the same model
 
     rgb = np.random.default_rng(0).integers(0, 256, (12, 16, 3), dtype=np.uint8)  # (h, w, 3)
     Image.fromarray(rgb).save(tmp_path / "in.png")
-    main(
-        [
-            "upscale",
-            str(tmp_path / "in.png"),
-            "-o",
-            str(tmp_path / "out.png"),
-            "--model",
-            model_uri,
-            "--device",
-            "cpu",
-            "--precision",
-            "fp32",
-        ]
-    )
-    with Image.open(tmp_path / "out.png") as out:
-        upscaled = np.asarray(out)  # (48, 64, 3)
+    outputs = []
+    for uri in (run_uri, model_uri):
+        out_path = tmp_path / f"out{len(outputs)}.png"
+        main(
+            [
+                "upscale",
+                str(tmp_path / "in.png"),
+                "-o",
+                str(out_path),
+                "--model",
+                uri,
+                "--device",
+                "cpu",
+                "--precision",
+                "fp32",
+            ]
+        )
+        with Image.open(out_path) as out:
+            outputs.append(np.asarray(out))  # (48, 64, 3)
+    upscaled = outputs[0]
+    assert np.array_equal(outputs[1], upscaled)
 
     port = free_port()
     log = tmp_path / "serve.log"

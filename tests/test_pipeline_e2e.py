@@ -21,6 +21,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
+from mlflow.tracking import MlflowClient
 from PIL import Image
 from project import BIN, REPO, TINY, make_project, mlflow_runs, out_hashes, photo, run, tiny_images
 from torchvision.models import vgg19
@@ -96,6 +98,38 @@ def test_exp_run_reruns_only_train_and_evaluate(pipeline: Path) -> None:
     assert sorted(r.data.tags["stage"] for r in new) == ["evaluate", "train"]
     assert {r.data.tags["dvc_exp"] for r in new} == {"adv2"}
     assert {r.data.params["train.adv_weight"] for r in new} == {"0.002"}
+
+
+def test_evaluate_train_and_pretrain_are_linked_and_the_generator_is_registered(pipeline: Path, tmp_path: Path) -> None:
+    """Lineage by tags, the data each run saw, and the registered SRGAN generator, usable by URI."""
+    workspace = {r.data.tags["stage"]: r for r in mlflow_runs(pipeline) if not r.data.tags.get("dvc_exp")}
+    pretrain, train, evaluate = (workspace[stage] for stage in ("pretrain", "train", "evaluate"))
+    assert evaluate.data.tags["lineage.srgan_run_id"] == train.info.run_id
+    assert evaluate.data.tags["lineage.srresnet_run_id"] == pretrain.info.run_id
+    assert train.data.tags["lineage.srresnet_run_id"] == pretrain.info.run_id
+
+    lock = yaml.safe_load((pipeline / "dvc.lock").read_text())
+    md5 = next(out["md5"] for out in lock["stages"]["preprocess"]["outs"] if out["path"] == "data/prepared")
+    client = MlflowClient(f"sqlite:///{pipeline / 'mlflow.db'}")
+    for stage, run_ in (("pretrain", pretrain), ("train", train), ("evaluate", evaluate)):
+        inputs = client.get_run(run_.info.run_id).inputs.dataset_inputs
+        assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("prepared", md5)], stage
+
+    (version,) = client.search_model_versions(f"run_id = '{train.info.run_id}'")
+    assert version.name == "srgan-generator"
+    assert version.tags["git_commit"] == train.data.tags["git_commit"] and version.tags["dvc_exp"] == ""
+    metrics = json.loads((pipeline / "reports" / "metrics.json").read_text())
+    (eval_set,) = metrics
+    for key, value in metrics[eval_set]["srgan"].items():
+        assert float(version.tags[f"eval.{eval_set}.{key}"]) == value, key
+
+    Image.fromarray(np.full((12, 10, 3), 128, np.uint8)).save(tmp_path / "in.png")
+    uri = f"models:/srgan-generator/{version.version}"
+    run(
+        [str(BIN / "srgan"), "upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "--model", uri],
+        pipeline,
+    )
+    assert Image.open(tmp_path / "out.png").size == (40, 48)
 
 
 def test_plots_diff_shows_each_experiments_figures(pipeline: Path, tmp_path: Path) -> None:

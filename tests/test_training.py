@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
@@ -99,6 +100,12 @@ def test_tiny_pretrain_and_train_are_recorded_in_mlflow(tmp_path: Path) -> None:
         assert history[-1].step == 12
     assert [m.step for m in client.get_metric_history(runs["pretrain"].info.run_id, "loss")] == [5, 10, 15, 20]
     assert image_steps(client, train.info.run_id, "validation")[-1] == 12
+    # Outside DVC (no dvc.lock), the data's digest is the start of its manifest's sha256.
+    manifest = hashlib.sha256((tmp_path / "data" / "prepared" / "manifest.json").read_bytes()).hexdigest()
+    for run in runs.values():
+        inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
+        assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("prepared", f"manifest:{manifest[:16]}")]
+    assert runs["train"].data.tags["lineage.srresnet_run_id"] == runs["pretrain"].info.run_id
     # System metrics, so a slow run can be told from a starved one.
     for run in runs.values():
         cpu = client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import subprocess
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +22,8 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.data.dataset_source_registry import resolve_dataset_source
+from mlflow.data.meta_dataset import MetaDataset
 from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
@@ -29,9 +31,11 @@ from mlflow.types import Schema, TensorSpec
 
 import srgan
 from srgan.core.errors import SrganError
+from srgan.core.provenance import file_sha256, git_commit, process_alive
 from srgan.core.runtime import project_root
 
 EXPERIMENT = "srgan"
+REGISTERED_MODEL = "srgan-generator"  # the train stage registers a version per run
 T = TypeVar("T")
 
 # Images in, images out: batch, height and width are free (-1); an inferred signature would pin
@@ -81,14 +85,6 @@ def _retry(call: Callable[[], T], attempts: int = 20) -> T:
     raise AssertionError("unreachable")
 
 
-def _git_commit(root: Path) -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
-
-
 def _experiment_id() -> str:
     client = MlflowClient()
     experiment = client.get_experiment_by_name(EXPERIMENT)
@@ -128,6 +124,60 @@ class Tracker:
     def log_table(self, table: dict[str, list[Any]] | pd.DataFrame, artifact_file: str) -> None:
         """A table the MLflow UI can sort and filter (a DataFrame, or columns by name)."""
         _retry(lambda: mlflow.log_table(table, artifact_file=artifact_file))
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        _retry(lambda: mlflow.set_tags(tags))
+
+    def log_dataset(self, name: str, path: Path, digest: str, context: str) -> None:
+        """Record `path` as an input of the run (the UI's dataset column): `digest` tells two
+        versions of the data apart, `context` says what the run used it for."""
+        with warnings.catch_warnings():
+            # MLflow registers its local source twice and warns that a path matches both.
+            warnings.filterwarnings("ignore", message=".*can be interpreted in multiple ways")
+            source = resolve_dataset_source(path.resolve().as_uri())
+        _retry(lambda: mlflow.log_input(MetaDataset(source, name=name, digest=digest), context=context))
+
+    def record_output(self, path: Path) -> None:
+        """Tag the run as the writer of a model file: `output.<file name>.sha256`, which
+        `link_inputs` of a later run looks up. The file's bytes stay free of run ids, so equal
+        runs still write byte-identical models."""
+        self.set_tags({f"output.{path.name}.sha256": file_sha256(path)})
+
+    def link_inputs(self, inputs: dict[str, Path]) -> dict[str, str]:
+        """Tag the run with the id of the run that wrote each input model (`lineage.<role>_run_id`),
+        found by the file's sha256 among earlier runs' `record_output` tags (the latest if several
+        wrote the same bytes). Returns the ids found; a file no run recorded gets no tag."""
+        found = {}
+        experiment_id = _retry(_experiment_id)
+        for role, path in inputs.items():
+            key, sha = f"output.{path.name}.sha256", file_sha256(path)
+            runs = _retry(
+                lambda: MlflowClient().search_runs(
+                    [experiment_id],
+                    filter_string=f"tags.`{key}` = '{sha}'",
+                    order_by=["start_time DESC"],
+                    max_results=1,
+                )
+            )
+            if runs:
+                found[f"lineage.{role}_run_id"] = runs[0].info.run_id
+        self.set_tags(found)
+        return found
+
+    def register_generator(self, model_uri: str) -> str:
+        """Register a logged generator as a new version of the registered model `srgan-generator`,
+        tagged with the run's `dvc_exp` and `git_commit`; returns the version number."""
+        run = _retry(lambda: MlflowClient().get_run(self.run_id))
+        tags = {key: run.data.tags.get(key, "") for key in ("dvc_exp", "git_commit")}
+        version = _retry(lambda: mlflow.register_model(model_uri, REGISTERED_MODEL, tags=tags))
+        return str(version.version)
+
+    def tag_model_versions(self, run_id: str, tags: dict[str, str]) -> None:
+        """Add `tags` to the registered versions of the generator that run `run_id` logged."""
+        client = MlflowClient()
+        for version in _retry(lambda: client.search_model_versions(f"run_id = '{run_id}'")):
+            for key, value in tags.items():
+                _retry(lambda: client.set_model_version_tag(version.name, version.version, key, value))
 
     def log_generator(self, model: torch.nn.Module, name: str = "generator") -> str:
         """Log the generator with a (-1, 3, -1, -1) float32 signature in [0, 1]; returns its URI."""
@@ -175,6 +225,17 @@ class _Disabled(Tracker):
     def log_image(self, image: np.ndarray, key: str, step: int) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def log_table(self, table: dict[str, list[Any]] | pd.DataFrame, artifact_file: str) -> None: ...
+    def set_tags(self, tags: dict[str, str]) -> None: ...
+    def log_dataset(self, name: str, path: Path, digest: str, context: str) -> None: ...
+    def record_output(self, path: Path) -> None: ...
+    def tag_model_versions(self, run_id: str, tags: dict[str, str]) -> None: ...
+
+    def link_inputs(self, inputs: dict[str, Path]) -> dict[str, str]:
+        return {}
+
+    def register_generator(self, model_uri: str) -> str:
+        return ""
+
     def log_generator(self, model: torch.nn.Module, name: str = "generator") -> str:
         return ""
 
@@ -191,18 +252,8 @@ def _end_runs_of_dead_processes(experiment_id: str) -> None:
     )
     for run in running:
         pid = int(run.data.tags.get("pid", "0"))
-        if pid and not _alive(pid):
+        if pid and not process_alive(pid):
             _retry(lambda: client.set_terminated(run.info.run_id, status="KILLED"))
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _resumable(run_id: str | None, experiment_id: str, stage: str) -> dict[str, str] | None:
@@ -248,12 +299,14 @@ def stage_run(
     _end_runs_of_dead_processes(experiment_id)
     tags = {
         "stage": stage,
-        "git_commit": _git_commit(root),
+        "git_commit": git_commit(root),
         "dvc_exp": os.environ.get("DVC_EXP_NAME", ""),
         "host": socket.gethostname(),
         "pid": str(os.getpid()),
     }
     logged = _resumable(resume, experiment_id, stage)
+    # The monitor announces its start and stop (and a missing GPU) at INFO on every run.
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
     if logged is None:
         run = _retry(
             lambda: mlflow.start_run(

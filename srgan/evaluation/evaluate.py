@@ -23,6 +23,7 @@ import torch
 from srgan.core.config import Params
 from srgan.core.errors import SrganError
 from srgan.core.metrics import Convention, convention
+from srgan.core.provenance import dataset_digest
 from srgan.core.runtime import Runtime
 from srgan.data.imageio import ImageReadError, list_images, read_image
 from srgan.data.imresize import bicubic_upscale, imresize_uint8, modcrop
@@ -189,6 +190,8 @@ def run_evaluation(
     metrics, per-image table and figures to the stage's MLflow run (`tracker`)."""
     conv = convention(params.scale)
     expect = {"scale": params.scale}
+    tracker.log_dataset("prepared", data_dir, dataset_digest(data_dir), context="evaluation")
+    lineage = tracker.link_inputs({"srresnet": srresnet_path, "srgan": srgan_path})
     upscalers = {
         "bicubic": bicubic(params.scale),
         "srresnet": generator_upscaler(load_generator(srresnet_path, expect=expect), rt),
@@ -215,6 +218,9 @@ def run_evaluation(
         f"{s}.{m}.{k}": v for s, models in metrics.items() for m, scores in models.items() for k, v in scores.items()
     }
     tracker.log_metrics(flat, step=0)
+    if "lineage.srgan_run_id" in lineage:  # the registered version of the SRGAN measured here
+        srgan_scores = {f"eval.{s}.{k}": str(v) for s, models in metrics.items() for k, v in models["srgan"].items()}
+        tracker.tag_model_versions(lineage["lineage.srgan_run_id"], srgan_scores)
     tracker.log_table(table, "scores.json")
     tracker.log_artifact(reports / "results.md")
     for name, image in figures.items():

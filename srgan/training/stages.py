@@ -23,6 +23,7 @@ from torch import nn
 from srgan.core.atomic import write_text
 from srgan.core.config import Params, flatten
 from srgan.core.errors import SrganError
+from srgan.core.provenance import dataset_digest
 from srgan.core.runtime import Runtime, project_root, resolve_runtime, seed_everything
 from srgan.core.tracking import Tracker
 from srgan.data.batches import RandomCrops, Shards, batch_loader, to_float
@@ -41,12 +42,14 @@ Batch = tuple[torch.Tensor, torch.Tensor]  # LR (N, 3, h, w), HR (N, 3, H, W): f
 class TrainingStage:
     """What one training stage is; `_run` derives the rest from its params section.
 
-    `name` is the stage ("pretrain" or "train"): its params section (steps, batch and crop size,
-    intervals), its MLflow stage tag and its `.cache` folder. `step(i, next_batch)` performs update
-    i, drawing `batches_per_step` batches from `next_batch`; batch k of the run is a function of
-    (`seed`, k). `modules` and `optimizers` are what a checkpoint holds, by name; `generator` is
-    validated. `inputs` are the files whose bytes, with the params, key the checkpoint.
-    `finish(tracker, state)` writes the outs after the last step.
+        `name` is the stage ("pretrain" or "train"): its params section (steps, batch and crop size,
+        intervals), its MLflow stage tag and its `.cache` folder. `step(i, next_batch)` performs update
+        i, drawing `batches_per_step` batches from `next_batch`; batch k of the run is a function of
+        (`seed`, k). `modules` and `optimizers` are what a checkpoint holds, by name; `generator` is
+        validated. `inputs` are the files whose bytes, with the params, key the checkpoint. `data` (the
+    prepared folder) and `models_in` (models it starts from, by role) are recorded as the run's
+    lineage.
+        `finish(tracker, state)` writes the outs after the last step.
     """
 
     name: str
@@ -57,6 +60,8 @@ class TrainingStage:
     modules: dict[str, nn.Module]
     optimizers: dict[str, torch.optim.Optimizer]
     inputs: list[Path]
+    data: Path
+    models_in: dict[str, Path]
     finish: Callable[[Tracker, LoopState], None]
 
 
@@ -77,6 +82,7 @@ def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> Tr
         checkpoint.save_generator(out, gen, config)
         _write_curves(curves_path, state.curves, ["step", "loss", "val_psnr"])
         tracker.log_generator(checkpoint.plain_copy(gen, config))
+        tracker.record_output(out)
 
     stage = TrainingStage(
         name="pretrain",
@@ -87,6 +93,8 @@ def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> Tr
         modules={"generator": gen},
         optimizers={"opt_g": opt},
         inputs=[data_dir / "manifest.json"],
+        data=data_dir,
+        models_in={},
         finish=finish,
     )
     return TrainingJob(stage, params, rt, shards, val)
@@ -119,7 +127,8 @@ def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: P
         _write_curves(
             curves_path, state.curves, ["step", "g_content", "g_adv", "d_real", "d_fake", "d_x", "d_g_z", "val_psnr"]
         )
-        tracker.log_generator(checkpoint.plain_copy(gen, config))
+        tracker.register_generator(tracker.log_generator(checkpoint.plain_copy(gen, config)))
+        tracker.record_output(out)
 
     stage = TrainingStage(
         name="train",
@@ -130,6 +139,8 @@ def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: P
         modules={"generator": gen, "discriminator": disc},
         optimizers={"opt_g": opt_g, "opt_d": opt_d},
         inputs=[data_dir / "manifest.json", init],
+        data=data_dir,
+        models_in={"srresnet": init},
         finish=finish,
     )
     return TrainingJob(stage, params, rt, shards, val)
@@ -160,6 +171,8 @@ class TrainingJob:
     def run(self, tracker: Tracker) -> None:
         """Loop to the last step, then write the outs."""
         self.state.run_id = tracker.run_id
+        tracker.log_dataset("prepared", self.stage.data, dataset_digest(self.stage.data), context="training")
+        tracker.link_inputs(self.stage.models_in)
         loop = Loop(
             stage=self.stage.name,
             steps=self.section.steps,
