@@ -50,7 +50,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision))
     if args.model == "bicubic":
         scale = args.scale or 4
-        upscaler = bicubic(scale)
+        upscaler = bicubic(scale, convention(scale, args.convention))
     else:
         gen = load_generator(args.model)
         scale = gen.scale
@@ -69,8 +69,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
                 f"NIQE {value:.3f} (lower is better)"
             )
         return
-    pairs = pairs_from_hr_folder(args.data, scale, max_pixels)
-    per_image, _ = evaluate(upscaler, pairs, convention(scale, args.convention))
+    conv = convention(scale, args.convention)
+    per_image, _ = evaluate(upscaler, pairs_from_hr_folder(args.data, conv, max_pixels), conv)
     scores = average(per_image)
     if args.json:
         print(to_json_line(args.model, scores))

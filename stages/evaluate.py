@@ -7,7 +7,6 @@ from pathlib import Path
 
 from srgan.core.config import flatten, load_params
 from srgan.core.errors import exit_on_error
-from srgan.core.metrics import DEFAULT_CONVENTION
 from srgan.core.runtime import resolve_runtime
 from srgan.core.tracking import stage_run
 from srgan.evaluation.evaluate import run_evaluation
@@ -23,7 +22,7 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params()
     rt = resolve_runtime(params.runtime)
-    run_params = {**flatten(params), **rt.describe(), "metric_convention": DEFAULT_CONVENTION}
+    run_params = {**flatten(params), **rt.describe(), "metric_convention": params.evaluate.convention}
     with stage_run("evaluate", run_params) as tracker:
         run_evaluation(params, rt, args.data, args.srresnet, args.srgan, args.reports, tracker)
 

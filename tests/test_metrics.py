@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import skimage.filters
 from PIL import Image
 from skimage.metrics import structural_similarity
 
+from srgan.cli import main
 from srgan.core.errors import SrganError
 from srgan.core.metrics import Convention, convention, mse, psnr, rgb_to_y, ssim
 from srgan.data.imresize import imresize_uint8, modcrop
@@ -154,6 +156,28 @@ def test_bicubic_baselines_match_literature(name: str) -> None:
     assert mean.images == {"Set5": 5, "Set14": 14, "BSD100": 100}[name]
     assert abs(mean.psnr - expected_psnr) <= 0.01, f"{name}: PSNR {mean.psnr:.4f}"
     assert abs(mean.ssim - expected_ssim) <= 0.001, f"{name}: SSIM {mean.ssim:.4f}"
+
+
+# BasicSR's own bicubic x4 figures (unrounded Y; LR and bicubic resized in float, rounded once).
+BASICSR_BICUBIC_X4 = {"Set5": (28.4314, 0.8113), "Set14": (25.9973, 0.7031), "BSD100": (25.9634, 0.6682)}
+
+
+@pytest.mark.parametrize("name", sorted(BASICSR_BICUBIC_X4))
+def test_the_basicsr_convention_gives_basicsrs_bicubic_figures(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """Through `srgan eval --convention basicsr`, the path users take; the matlab convention on the
+    same images is measurably apart (rounded Y, uint8 resizing)."""
+    folder = BENCHMARKS / name
+    if not folder.is_dir():
+        pytest.skip(f"benchmark images not present at {folder}")
+    got = {}
+    for conv in ("basicsr", "matlab"):
+        main(["eval", "--model", "bicubic", "--data", str(folder), "--convention", conv, "--json"])
+        got[conv] = json.loads(capsys.readouterr().out)
+    expected_psnr, expected_ssim = BASICSR_BICUBIC_X4[name]
+    assert got["basicsr"]["convention"] == "basicsr"
+    assert abs(got["basicsr"]["psnr"] - expected_psnr) <= 0.001, got["basicsr"]
+    assert abs(got["basicsr"]["ssim"] - expected_ssim) <= 0.0005, got["basicsr"]
+    assert 0.003 < got["basicsr"]["psnr"] - got["matlab"]["psnr"] < 0.03
 
 
 # NIQE

@@ -153,6 +153,23 @@ def test_plots_diff_shows_each_experiments_figures(pipeline: Path, tmp_path: Pat
     assert sizes["crop-a"] != sizes["crop-b"]  # each experiment's own figure, not one image twice
 
 
+def test_the_evaluate_stage_measures_under_the_convention_in_params(pipeline: Path) -> None:
+    """`evaluate.convention=basicsr` re-runs only evaluate, names the convention in results.md,
+    and measures bicubic on LR made in float (so its numbers move)."""
+    matlab = json.loads((pipeline / "reports" / "metrics.json").read_text())
+    out = run(["dvc", "exp", "run", "-n", "basicsr", "-S", "evaluate.convention=basicsr"], pipeline)
+    log = out.stdout + out.stderr
+    assert "Running stage 'evaluate'" in log and "Running stage 'train'" not in log
+    refs = run(["git", "for-each-ref", "refs/exps", "--format=%(refname)"], pipeline).stdout.split()
+    (ref,) = [r for r in refs if r.endswith("/basicsr")]
+    results = run(["git", "show", f"{ref}:reports/results.md"], pipeline).stdout
+    basicsr = json.loads(run(["git", "show", f"{ref}:reports/metrics.json"], pipeline).stdout)
+    assert "Metric convention: basicsr: BT.601 Y unrounded" in results
+    (eval_set,) = matlab
+    assert basicsr[eval_set]["bicubic"]["psnr"] != matlab[eval_set]["bicubic"]["psnr"]
+    assert basicsr[eval_set]["hr"] == matlab[eval_set]["hr"]  # HR's NIQE does not depend on it
+
+
 def readme_block(after: str) -> list[str]:
     """The commands of the README's first ```bash block after the line containing `after`."""
     text = (REPO / "README.md").read_text()

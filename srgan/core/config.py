@@ -111,6 +111,7 @@ class TrainParams:
 class EvaluateParams:
     figures: int = field(default=3, metadata=NON_NEGATIVE)
     figure_crop: int = field(default=128, metadata=POSITIVE)
+    convention: Literal["matlab", "rgb", "basicsr"] = "matlab"
 
 
 @dataclass(frozen=True)

@@ -1,12 +1,14 @@
 """MSE, PSNR and SSIM under named conventions.
 
 Inputs everywhere: images in [0, 255] (uint8 or float), HWC with RGB channel order, or
-grayscale (H, W) / (H, W, 1). Two conventions:
+grayscale (H, W) / (H, W, 1). Three conventions:
 
 - "matlab" (the default; how the published numbers were made): Y of ITU-R BT.601 rounded to
   integers, as MATLAB's `rgb2ycbcr` returns for uint8 images; grayscale images measured on their
   own values; `scale` pixels cropped from each border.
 - "rgb": all channels, no colour conversion, the same border crop.
+- "basicsr": BasicSR's (many recent papers): Y unrounded, the same border crop; an HR folder's LR
+  and bicubic images resized in float and rounded once.
 
 Results carry the name of the convention they were measured under, so a table never mixes them.
 
@@ -31,17 +33,21 @@ _BT601 = np.array([65.481, 128.553, 24.966])  # Y weights for RGB in [0, 1]; off
 
 @dataclass(frozen=True)
 class Convention:
-    """How a pair of images is turned into the arrays that are compared.
+    """How a pair of images is turned into the arrays that are compared, and how the LR inputs
+    and the bicubic baseline of an HR folder are made.
 
     name: how reports refer to it. y_channel: compare BT.601 Y (grayscale inputs as they are)
     instead of all channels. round_y: round Y to integers, as MATLAB's `rgb2ycbcr` does on
     uint8 input. crop_border: pixels removed from each side before measuring (the scale).
+    resize_in_float: bicubic resizing in float, rounded to uint8 once at the end (BasicSR's
+    Python `imresize`), instead of MATLAB's uint8 `imresize`, which rounds after each pass.
     """
 
     name: str
     y_channel: bool
     round_y: bool
     crop_border: int
+    resize_in_float: bool = False
 
     def describe(self) -> str:
         """One line for reports, e.g. 'matlab: BT.601 Y rounded to integers (grayscale as is), 4 px border crop'."""
@@ -49,19 +55,25 @@ class Convention:
             channels = f"BT.601 Y {'rounded to integers' if self.round_y else 'unrounded'} (grayscale as is)"
         else:
             channels = "all channels"
-        return f"{self.name}: {channels}, {self.crop_border} px border crop"
+        resize = "; LR and bicubic resized in float, rounded once" if self.resize_in_float else ""
+        return f"{self.name}: {channels}, {self.crop_border} px border crop{resize}"
 
 
-CONVENTIONS = ("matlab", "rgb")
+CONVENTIONS = ("matlab", "rgb", "basicsr")
 DEFAULT_CONVENTION = "matlab"
 
 
 def convention(scale: int, name: str = DEFAULT_CONVENTION) -> Convention:
-    """The named convention for an upscaling factor `scale` (it sets the border crop)."""
+    """The named convention for an upscaling factor `scale` (it sets the border crop).
+
+    matlab: how the published MATLAB numbers were made. rgb: all channels. basicsr: how BasicSR
+    measures (unrounded Y) and makes its LR and bicubic images (in float, rounded once)."""
     if name == "matlab":
         return Convention(name, y_channel=True, round_y=True, crop_border=scale)
     if name == "rgb":
         return Convention(name, y_channel=False, round_y=False, crop_border=scale)
+    if name == "basicsr":
+        return Convention(name, y_channel=True, round_y=False, crop_border=scale, resize_in_float=True)
     raise SrganError(f"unknown metric convention {name!r}; use one of {', '.join(CONVENTIONS)}")
 
 

@@ -118,9 +118,19 @@ def imresize_uint8(image: np.ndarray, scale: float) -> np.ndarray:
     return _round_uint8(_resize_axis(resized.astype(np.float64), 1, scale, out_w))
 
 
-def bicubic_upscale(lr_img: np.ndarray, scale: int) -> np.ndarray:
-    """The bicubic baseline: uint8 (h, w[, C]) -> uint8 (h*scale, w*scale[, C]), MATLAB-rounded."""
-    return imresize_uint8(lr_img, scale)
+def imresize_rounded_once(image: np.ndarray, scale: float) -> np.ndarray:
+    """The same resize on a uint8 image in float, saturated and rounded (half to even) once at the
+    end: BasicSR's Python `imresize` followed by its `round()` and uint8 cast. Up to a grey level
+    away from `imresize_uint8` near edges; BasicSR's published bicubic figures are made this way."""
+    if image.dtype != np.uint8:
+        raise SrganError(f"imresize_rounded_once expects a uint8 image, got {image.dtype}")
+    return np.clip(np.round(imresize(image.astype(np.float64), scale)), 0, 255).astype(np.uint8)
+
+
+def bicubic_upscale(lr_img: np.ndarray, scale: int, *, in_float: bool = False) -> np.ndarray:
+    """The bicubic baseline: uint8 (h, w[, C]) -> uint8 (h*scale, w*scale[, C]), MATLAB-rounded
+    after each pass, or with `in_float` rounded once (`imresize_rounded_once`)."""
+    return imresize_rounded_once(lr_img, scale) if in_float else imresize_uint8(lr_img, scale)
 
 
 def modcrop(image: np.ndarray, scale: int) -> np.ndarray:

@@ -26,7 +26,7 @@ from srgan.core.metrics import Convention, convention
 from srgan.core.provenance import dataset_digest
 from srgan.core.runtime import Runtime
 from srgan.data.imageio import ImageReadError, list_images, read_image
-from srgan.data.imresize import bicubic_upscale, imresize_uint8, modcrop
+from srgan.data.imresize import bicubic_upscale, imresize_rounded_once, imresize_uint8, modcrop
 from srgan.data.sources import IMAGE_EXTENSIONS, slug
 from srgan.evaluation.niqe import niqe, niqe_measures, niqe_min_size
 from srgan.evaluation.report import (
@@ -63,8 +63,16 @@ class Pair:
     hr_img: np.ndarray
 
 
-def bicubic(scale: int) -> Upscaler:
-    return lambda lr_img: bicubic_upscale(lr_img, scale)
+def bicubic(scale: int, conv: Convention) -> Upscaler:
+    """The bicubic baseline, resized as the convention says (MATLAB's uint8 or in float)."""
+    return lambda lr_img: bicubic_upscale(lr_img, scale, in_float=conv.resize_in_float)
+
+
+def downscale(hr_img: np.ndarray, scale: int, conv: Convention) -> np.ndarray:
+    """An HR image's LR input, made as the convention says: MATLAB's uint8 bicubic, as preprocess
+    makes it, or in float and rounded once."""
+    resize = imresize_rounded_once if conv.resize_in_float else imresize_uint8
+    return resize(hr_img, 1 / scale)
 
 
 def generator_upscaler(gen: Generator, rt: Runtime) -> Upscaler:
@@ -110,14 +118,15 @@ def _measurable(folder: Path, read: Callable[[Path], T]) -> list[T]:
     return found
 
 
-def pairs_from_hr_folder(folder: Path, scale: int, max_pixels: int) -> list[Pair]:
-    """Every measurable HR image of a folder, with its LR made the way preprocess does (for `srgan eval`)."""
+def pairs_from_hr_folder(folder: Path, conv: Convention, max_pixels: int) -> list[Pair]:
+    """Every measurable HR image of a folder, with its LR made as the convention says (for `srgan eval`)."""
+    scale = conv.crop_border
 
     def read(path: Path) -> Pair:
         hr_img = read_image(path, max_pixels=max_pixels, keep_gray=True)
         _too_small(path, hr_img.shape, crop_border=scale)  # the minimum is a multiple of the scale: modcrop keeps it
         hr_img = modcrop(hr_img, scale)
-        return Pair(path.stem, imresize_uint8(hr_img, 1 / scale), hr_img)
+        return Pair(path.stem, downscale(hr_img, scale, conv), hr_img)
 
     return _measurable(folder, read)
 
@@ -134,19 +143,21 @@ def read_folder(folder: Path, scale: int, max_pixels: int) -> list[tuple[str, np
     return _measurable(folder, read)
 
 
-def pairs_from_prepared(folder: Path, max_pixels: int) -> list[Pair]:
-    """The eval pairs preprocess wrote: `<folder>/hr/<name>.png` and `<folder>/lr/<name>.png`."""
+def pairs_from_prepared(folder: Path, conv: Convention, max_pixels: int) -> list[Pair]:
+    """The eval pairs preprocess wrote: `<folder>/hr/<name>.png` and `<folder>/lr/<name>.png`;
+    under a convention that resizes in float, the LR is made again from the HR that way."""
     hr_files = [folder / "hr" / name for name in list_images(folder / "hr")]
     if not hr_files:
         raise SrganError(f"{folder}/hr: no images; run the preprocess stage (dvc repro preprocess)")
-    return [
-        Pair(
-            path.stem,
-            read_image(folder / "lr" / path.name, max_pixels=max_pixels, keep_gray=True),
-            read_image(path, max_pixels=max_pixels, keep_gray=True),
-        )
-        for path in hr_files
-    ]
+    pairs = []
+    for path in hr_files:
+        hr_img = read_image(path, max_pixels=max_pixels, keep_gray=True)
+        if conv.resize_in_float:
+            lr_img = downscale(hr_img, conv.crop_border, conv)
+        else:
+            lr_img = read_image(folder / "lr" / path.name, max_pixels=max_pixels, keep_gray=True)
+        pairs.append(Pair(path.stem, lr_img, hr_img))
+    return pairs
 
 
 def _named(name: str, compute: Callable[[], T]) -> T:
@@ -188,12 +199,12 @@ def run_evaluation(
 ) -> None:
     """The evaluate stage: every data.eval set × (bicubic, SRResNet, SRGAN) → reports, and the
     metrics, per-image table and figures to the stage's MLflow run (`tracker`)."""
-    conv = convention(params.scale)
+    conv = convention(params.scale, params.evaluate.convention)
     expect = {"scale": params.scale}
     tracker.log_dataset("prepared", data_dir, dataset_digest(data_dir), context="evaluation")
     lineage = tracker.link_inputs({"srresnet": srresnet_path, "srgan": srgan_path})
     upscalers = {
-        "bicubic": bicubic(params.scale),
+        "bicubic": bicubic(params.scale, conv),
         "srresnet": generator_upscaler(load_generator(srresnet_path, expect=expect), rt),
         "srgan": generator_upscaler(load_generator(srgan_path, expect=expect), rt),
     }
@@ -202,7 +213,7 @@ def run_evaluation(
     rows: list[dict[str, Any]] = []
     for source in params.data.eval:
         name = slug(source)
-        pairs = pairs_from_prepared(data_dir / "eval" / name, params.preprocess.max_pixels)
+        pairs = pairs_from_prepared(data_dir / "eval" / name, conv, params.preprocess.max_pixels)
         results[name], set_rows, set_figures = _evaluate_set(name, pairs, upscalers, conv, params)
         rows += set_rows
         figures.update(set_figures)
