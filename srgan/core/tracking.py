@@ -293,29 +293,7 @@ def stage_run(
     if not enabled:
         yield _Disabled()
         return
-    _use_store(tracking_uri())
-    experiment_id = _retry(_experiment_id)
-    root = project_root()
-    _end_runs_of_dead_processes(experiment_id)
-    tags = {
-        "stage": stage,
-        "git_commit": git_commit(root),
-        "dvc_exp": os.environ.get("DVC_EXP_NAME", ""),
-        "host": socket.gethostname(),
-        "pid": str(os.getpid()),
-    }
-    logged = _resumable(resume, experiment_id, stage)
-    # The monitor announces its start and stop (and a missing GPU) at INFO on every run.
-    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
-    if logged is None:
-        run = _retry(
-            lambda: mlflow.start_run(
-                experiment_id=experiment_id, run_name=stage, tags=tags, log_system_metrics=system_metrics
-            )
-        )
-        logged = {}
-    else:
-        run = _retry(lambda: mlflow.start_run(run_id=resume, tags=tags, log_system_metrics=system_metrics))
+    run, logged = _start_run(stage, resume, system_metrics)
     status = "FAILED"
     try:
         tracker = Tracker(run.info.run_id)
@@ -330,6 +308,32 @@ def stage_run(
     finally:
         _retry(lambda: mlflow.end_run(status=status))
         del run
+
+
+def _start_run(stage: str, resume: str | None, system_metrics: bool) -> tuple[mlflow.ActiveRun, dict[str, str]]:
+    """Start a new run of `stage`, or reopen `resume` if it is still usable; return it and the
+    params it already holds."""
+    _use_store(tracking_uri())
+    experiment_id = _retry(_experiment_id)
+    _end_runs_of_dead_processes(experiment_id)
+    tags = {
+        "stage": stage,
+        "git_commit": git_commit(project_root()),
+        "dvc_exp": os.environ.get("DVC_EXP_NAME", ""),
+        "host": socket.gethostname(),
+        "pid": str(os.getpid()),
+    }
+    logged = _resumable(resume, experiment_id, stage)
+    # The monitor announces its start and stop (and a missing GPU) at INFO on every run.
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    if logged is None:
+        run = _retry(
+            lambda: mlflow.start_run(
+                experiment_id=experiment_id, run_name=stage, tags=tags, log_system_metrics=system_metrics
+            )
+        )
+        return run, {}
+    return _retry(lambda: mlflow.start_run(run_id=resume, tags=tags, log_system_metrics=system_metrics)), logged
 
 
 def load_generator_from_uri(model_uri: str) -> torch.nn.Module:
