@@ -2,7 +2,7 @@
 
 Tracking URI: `$MLFLOW_TRACKING_URI` if set, else `sqlite:///<project root>/mlflow.db`, with
 artifacts under `<project root>/mlruns`. The project root comes from
-`runtime.project_root()`, so DVC's temporary experiment copies write to the same store.
+`srgan.core.runtime.project_root()`, so DVC's temporary experiment copies write to the same store.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
-"""The two training stages, each a `TrainingStage` description run by one `_run`.
+"""The two training stages, each a `TrainingStage` description run by one `TrainingJob`.
 
 `pretrain` trains SRResNet on pixel MSE; `train_gan` trains SRGAN from it. What they share
-(resume, MLflow run, loop, validation, checkpoints, outs) is `_run`; what differs is the
-description.
+(resume, loop, validation, checkpoints, lineage, outs) is `TrainingJob`; what differs is the
+description. The stage's `main()` opens the MLflow run and hands its tracker to `TrainingJob.run`.
 """
 
 from __future__ import annotations
@@ -40,16 +40,15 @@ Batch = tuple[torch.Tensor, torch.Tensor]  # LR (N, 3, h, w), HR (N, 3, H, W): f
 
 @dataclass(frozen=True)
 class TrainingStage:
-    """What one training stage is; `_run` derives the rest from its params section.
+    """What one training stage is; `TrainingJob` derives the rest from its params section.
 
-        `name` is the stage ("pretrain" or "train"): its params section (steps, batch and crop size,
-        intervals), its MLflow stage tag and its `.cache` folder. `step(i, next_batch)` performs update
-        i, drawing `batches_per_step` batches from `next_batch`; batch k of the run is a function of
-        (`seed`, k). `modules` and `optimizers` are what a checkpoint holds, by name; `generator` is
-        validated. `inputs` are the files whose bytes, with the params, key the checkpoint. `data` (the
+    `name` is the stage ("pretrain" or "train"): its params section (steps, batch and crop size,
+    intervals), its MLflow stage tag and its `.cache` folder. `step(i, next_batch)` performs update
+    i, drawing `batches_per_step` batches from `next_batch`; batch k of the run is a function of
+    (`seed`, k). `modules` and `optimizers` are what a checkpoint holds, by name; `generator` is
+    validated. `inputs` are the files whose bytes, with the params, key the checkpoint. `data` (the
     prepared folder) and `models_in` (models it starts from, by role) are recorded as the run's
-    lineage.
-        `finish(tracker, state)` writes the outs after the last step.
+    lineage. `finish(tracker, state)` writes the outs after the last step.
     """
 
     name: str
