@@ -48,15 +48,12 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from srgan.models.checkpoint import load_generator
 
     rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision))
-    if args.model == "bicubic":
-        scale = args.scale or 4
-        upscaler = bicubic(scale, convention(scale, args.convention))
-    else:
-        gen = load_generator(args.model)
-        scale = gen.scale
-        if args.scale and args.scale != scale:
-            raise SrganError(f"{args.model}: a ×{scale} model, but --scale {args.scale} was asked for")
-        upscaler = generator_upscaler(gen, rt)
+    gen = None if args.model == "bicubic" else load_generator(args.model)
+    scale = gen.scale if gen else args.scale or 4
+    if gen and args.scale and args.scale != scale:
+        raise SrganError(f"{args.model}: a ×{scale} model, but --scale {args.scale} was asked for")
+    conv = convention(scale, args.convention)  # the border crop, and how bicubic and an HR folder's LR resize
+    upscaler = generator_upscaler(gen, rt) if gen else bicubic(scale, conv)
     max_pixels = PreprocessParams().max_pixels
     if args.no_reference:
         images = read_folder(args.data, scale, max_pixels)
@@ -69,7 +66,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
                 f"NIQE {value:.3f} (lower is better)"
             )
         return
-    conv = convention(scale, args.convention)
     per_image, _ = evaluate(upscaler, pairs_from_hr_folder(args.data, conv, max_pixels), conv)
     scores = average(per_image)
     if args.json:
