@@ -29,6 +29,12 @@ DEFAULT_MODEL = "models/srgan.pt"
 def _runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    parser.add_argument(
+        "--threads",
+        type=_threads,
+        default="auto",
+        help="CPU threads, or auto: an equal part of the cores among the srgan processes running (default)",
+    )
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -47,7 +53,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from srgan.evaluation.scores import average
     from srgan.models.checkpoint import load_generator
 
-    rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision))
+    rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision, threads=args.threads))
     gen = None if args.model == "bicubic" else load_generator(args.model)
     scale = gen.scale if gen else args.scale or 4
     if gen and args.scale and args.scale != scale:
@@ -84,7 +90,7 @@ def cmd_upscale(args: argparse.Namespace) -> None:
     from srgan.inference.upscale import load_model, plan_jobs, upscale_files
 
     jobs = plan_jobs(args.inputs, args.output, args.format)
-    rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision))
+    rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision, threads=args.threads))
     gen = load_model(args.model)
     if args.scale and args.scale != gen.scale:
         raise SrganError(f"{args.model}: a ×{gen.scale} model, but --scale {args.scale} was asked for")
@@ -111,6 +117,15 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value
+
+
+def _threads(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return _positive_int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be auto or a thread count, got {text!r}") from None
 
 
 def _tile(text: str) -> int:

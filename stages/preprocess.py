@@ -14,7 +14,6 @@ from pathlib import Path
 
 from srgan.core.config import flatten, load_params
 from srgan.core.errors import exit_on_error
-from srgan.core.tracking import stage_run
 from srgan.data.preprocess import MANIFEST, preprocess
 
 
@@ -25,6 +24,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="folder to write shards, eval PNGs and manifest to")
     args = parser.parse_args(argv)
     params = load_params()
+    # Imported here, not at the top: the decoding pool's spawned workers import this module again
+    # (as `__mp_main__`), and with mlflow and torch each of them would hold ~600 MB more.
+    from srgan.core.tracking import stage_run
+
     with stage_run("preprocess", flatten(params)) as tracker:
         manifest = preprocess(params, args.raw, args.out)
         train, val = manifest["train"], manifest["val"]

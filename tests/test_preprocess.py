@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import signal
 import struct
 import subprocess
 import sys
+import time
 import zlib
 from pathlib import Path
 
@@ -296,3 +298,54 @@ def test_stage_rejects_unknown_params_key(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "preprocess.hr_sise" in lines[0]
     assert not (tmp_path / "data").exists()
+
+
+def test_ctrl_c_in_a_terminal_stops_the_pool_with_one_message_and_no_partial_out(tmp_path: Path) -> None:
+    """A terminal's SIGINT reaches the stage and every pool worker at once. Only the main process
+    answers: exit 130 and one line, no worker traceback, no process left, nothing half-written."""
+    train = tmp_path / "raw" / "div2k"
+    train.mkdir(parents=True)
+    for seed in range(40):  # 81 patches each: seconds of work for the pool
+        Image.fromarray(_photo(480, 480, seed)).save(train / f"{seed}.png")
+    (tmp_path / "raw" / "set5").symlink_to(train)
+    (tmp_path / "params.yaml").write_text(
+        "data: {train: div2k, eval: [set5]}\npreprocess: {hr_size: 96, stride: 48, shard_size: 16, workers: 2}\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stages.preprocess", "--raw", "raw", "--out", "data/prepared"],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob("data/.prepared.*.tmp/train/hr_00000.npy")):  # the pool is cutting patches
+        assert proc.poll() is None and time.monotonic() < deadline, "preprocess ended before it was interrupted"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err and "PoolWorker" not in err
+    assert err.strip().splitlines()[-1] == "interrupted"
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == []  # no out, no staging folder
+    deadline = time.monotonic() + 10
+    while _group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _group_alive(proc.pid), "a pool worker outlived the stage"
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_what_a_pool_worker_imports_holds_neither_torch_nor_mlflow() -> None:
+    """Spawned workers import the stage module again (as `__mp_main__`) and the library; with
+    torch and mlflow each would hold about 600 MB more (benchmarks/data_scale.py measured it)."""
+    code = "import sys, stages.preprocess; print(sorted({'torch', 'mlflow', 'pandas'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

@@ -79,6 +79,9 @@ class RuntimeParams:
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     nproc: int = field(default=1, metadata=POSITIVE)
     workers: int = field(default=1, metadata=NON_NEGATIVE)
+    threads: Literal["auto"] | int = field(
+        default="auto", metadata=_check(lambda v: v == "auto" or v >= 1, "must be auto or a thread count >= 1")
+    )
 
 
 @dataclass(frozen=True)
@@ -162,8 +165,16 @@ def _coerce(key: str, kind: Any, value: Any) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in get_args(kind):
             return None
-        inner = [a for a in get_args(kind) if a is not type(None)][0]
-        return _coerce(key, inner, value)
+        options = [a for a in get_args(kind) if a is not type(None)]
+        if len(options) == 1:
+            return _coerce(key, options[0], value)
+        for option in options:
+            try:
+                return _coerce(key, option, value)
+            except SrganError:
+                pass
+        names = " or ".join("an integer" if o is int else _type_name(o) for o in options)
+        raise SrganError(f"params: {key} must be {names}, got {value!r}")
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or not value:
             raise SrganError(f"params: {key} must be a non-empty list, got {value!r}")

@@ -1,7 +1,9 @@
-"""Resolve where and how to compute: device, precision, seeding, and the project root.
+"""Resolve where and how to compute: device, precision, CPU threads, seeding, and the project root.
 
 `auto` means CUDA when present, and bf16 autocast where the hardware runs it fast (CUDA, and
-CPUs with AVX-512 BF16 or AMX); fp32 elsewhere, where bf16 would be emulated and slow.
+CPUs with AVX-512 BF16 or AMX); fp32 elsewhere, where bf16 would be emulated and slow. On the
+CPU, `auto` threads are an equal part of the cores among the srgan processes running
+(`srgan.core.threads`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from srgan.core import threads
 from srgan.core.config import RuntimeParams
 from srgan.core.errors import SrganError
 
@@ -60,6 +63,12 @@ class Runtime:
     precision: str  # "fp32" | "bf16"
     world_size: int = 1
     rank: int = 0
+    share: threads.Share | None = None  # this process's part of the CPU cores; None on CUDA
+
+    def rebalance(self) -> None:
+        """Resize the CPU thread pool to this process's part of the cores now (`auto`)."""
+        if self.share is not None:
+            self.share.rebalance()
 
     def autocast(self) -> contextlib.AbstractContextManager[object]:
         """bf16 autocast on this device, or nothing for fp32."""
@@ -91,7 +100,8 @@ def resolve_runtime(params: RuntimeParams) -> Runtime:
         precision = "bf16" if device_type == "cuda" or cpu_has_fast_bf16() else "fp32"
     else:
         precision = params.precision
-    return Runtime(device=device, precision=precision)
+    share = threads.claim(params.threads) if device_type == "cpu" else None
+    return Runtime(device=device, precision=precision, share=share)
 
 
 def seed_everything(seed: int) -> None:

@@ -33,7 +33,7 @@ whatever the number of workers.
 from __future__ import annotations
 
 import multiprocessing
-import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
@@ -42,6 +42,7 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm import tqdm
 
+from srgan.core import threads
 from srgan.core.atomic import atomic_dir, atomic_path, write_json
 from srgan.core.config import Params, PreprocessParams
 from srgan.core.errors import SrganError
@@ -165,8 +166,12 @@ class _Workers:
         self.count = count
         # spawn, not fork: workers must not inherit the parent's threads (tqdm's monitor, BLAS or
         # torch pools when called from a test or notebook). One worker works in-process, so a
-        # single core pays no process start-up or pickling.
-        self.pool = multiprocessing.get_context("spawn").Pool(count) if count > 1 else None
+        # single core pays no process start-up or pickling. Workers ignore SIGINT: a terminal's
+        # Ctrl-C reaches the whole process group, and only the main process should answer it
+        # (one message, the pool terminated), not each worker with a traceback.
+        pool = multiprocessing.get_context("spawn").Pool
+        ignore_ctrl_c = (signal.SIGINT, signal.SIG_IGN)
+        self.pool = pool(count, initializer=signal.signal, initargs=ignore_ctrl_c) if count > 1 else None
 
     def __enter__(self) -> _Workers:
         return self
@@ -209,7 +214,7 @@ def prepare(
     Image paths are relative to their source folder. Raises `SrganError` when no training
     image is usable.
     """
-    with atomic_dir(out) as staging, _Workers(settings.workers or os.cpu_count() or 1) as workers:
+    with atomic_dir(out) as staging, _Workers(settings.workers or threads.claim("auto").threads) as workers:
         manifest = _prepare_into(staging, workers, train_dir, eval_dirs, seed=seed, scale=scale, settings=settings)
         write_json(staging / MANIFEST, manifest)
     return manifest

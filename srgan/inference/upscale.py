@@ -119,6 +119,7 @@ def upscale_image(
         for (y0, y1), (x0, x1) in tqdm(
             spans, desc="tiles", unit="tile", leave=False, disable=not progress, file=sys.stderr
         ):
+            rt.rebalance()  # another srgan process may have started or ended (runtime.threads auto)
             # The core plus its context, clipped at the image border where the model zero-pads anyway.
             cy0, cy1, cx0, cx1 = (
                 max(y0 - context, 0),

@@ -100,6 +100,7 @@ def run_loop(loop: Loop, state: LoopState, tracker: Tracker, rt: Runtime) -> Non
     )
     with _StopFlag() as stop:
         for step in range(state.step, loop.steps):
+            rt.rebalance()  # another srgan process may have started or ended (runtime.threads auto)
             for key, value in loop.step(step).items():
                 sums[key] = sums[key] + value if key in sums else value.clone()
             count += 1
