@@ -15,12 +15,11 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
-import pandas as pd
 import torch
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
@@ -33,6 +32,9 @@ import srgan
 from srgan.core.errors import SrganError
 from srgan.core.provenance import file_sha256, git_commit, process_alive
 from srgan.core.runtime import project_root
+
+if TYPE_CHECKING:  # annotations only: mlflow.log_table takes the DataFrame as it is
+    import pandas as pd
 
 EXPERIMENT = "srgan"
 REGISTERED_MODEL = "srgan-generator"  # the train stage registers a version per run
@@ -147,7 +149,9 @@ class Tracker:
         """Tag the run with the id of the run that wrote each input model (`lineage.<role>_run_id`),
         found by the file's sha256 among earlier runs' `record_output` tags (the latest if several
         wrote the same bytes). Returns the ids found; a file no run recorded gets no tag."""
-        found = {}
+        found: dict[str, str] = {}
+        if not inputs:
+            return found
         experiment_id = _retry(_experiment_id)
         for role, path in inputs.items():
             key, sha = f"output.{path.name}.sha256", file_sha256(path)

@@ -1,10 +1,13 @@
-"""Decode images as people actually have them, into one uint8 layout; write PNGs atomically.
+"""Decode images as people actually have them, into one uint8 layout; write PNGs and the upscaler's
+output formats atomically.
 
 Photo folders hold JPEGs rotated by an EXIF tag, 16-bit TIFFs, CMYK JPEGs from print workflows,
 palette PNGs, images with alpha, and now and then a zero-byte, truncated or mislabelled file.
 `read_image` turns every decodable one into uint8 RGB (H, W, 3) in [0, 255] (or (H, W) for
 single-channel images when asked), and every other one into an `ImageReadError` whose short
 `reason` the preprocess manifest lists, so one bad file is skipped instead of ending a run.
+Writing: `write_png` for the pipeline's own files, and `write_picture` for `srgan upscale`'s
+PNG, JPEG or WebP outputs, alpha included (`OUTPUT_FORMATS`, `check_writable`).
 """
 
 from __future__ import annotations

@@ -34,6 +34,7 @@ from srgan.evaluation.report import (
     SetResults,
     departures,
     figure,
+    hr_row,
     perception_distortion_plot,
     score_row,
     scores_table,
@@ -250,7 +251,7 @@ def _evaluate_set(
         scores[model] = average(per_image)
         rows += [score_row(name, pair.name, model, s) for pair, s in zip(pairs, per_image)]
     hr_niqe = niqes([(pair.name, pair.hr_img) for pair in pairs], conv.crop_border)
-    rows += [{"set": name, "image": pair.name, "model": "hr", "niqe": v} for pair, v in zip(pairs, hr_niqe)]
+    rows += [hr_row(name, pair.name, v) for pair, v in zip(pairs, hr_niqe)]
     figures = {
         f"{name}_{pair.name}": figure(
             pair.lr_img, pair.hr_img, {m: outputs[m][i] for m in MODELS}, params.scale, params.evaluate.figure_crop

@@ -217,6 +217,11 @@ def score_row(set_name: str, image: str, model: str, scores: Scores) -> dict[str
     }
 
 
+def hr_row(set_name: str, image: str, niqe: float) -> dict[str, Any]:
+    """The HR image's row of the per-image table: its NIQE only, as nothing is its reference."""
+    return {"set": set_name, "image": image, "model": "hr", "niqe": niqe}
+
+
 def scores_table(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     """Per-image scores, one row per (set, image, model); HR rows carry only their NIQE. The
     means of these are metrics.json's."""

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from srgan.core.atomic import write_text
-from srgan.core.config import Params, flatten
+from srgan.core.config import Params, PretrainParams, TrainParams, flatten
 from srgan.core.errors import SrganError
 from srgan.core.provenance import dataset_digest
 from srgan.core.runtime import Runtime, project_root, resolve_runtime, seed_everything
@@ -160,7 +160,7 @@ class TrainingJob:
         self.state = _resume(stage, self.path, rt)
         self.lead = rt.rank == 0
         self.run_params = {**flatten(params), **rt.describe()}
-        self._next_batch = _batch_source(stage, params, rt, shards, start=self.state.step)
+        self._next_batch = _batch_source(stage, self.section, params, rt, shards, start=self.state.step)
 
     @property
     def resume_run_id(self) -> str:
@@ -193,10 +193,15 @@ class TrainingJob:
 
 
 def _batch_source(
-    stage: TrainingStage, params: Params, rt: Runtime, shards: Shards, *, start: int
+    stage: TrainingStage,
+    section: PretrainParams | TrainParams,
+    params: Params,
+    rt: Runtime,
+    shards: Shards,
+    *,
+    start: int,
 ) -> Callable[[], Batch]:
     """The next batch of the stage's run on each call, from the one of update `start` on."""
-    section = getattr(params, stage.name)
     # Each process reads only its share of every global batch.
     batches = RandomCrops(
         shards,
