@@ -1,8 +1,9 @@
 """Mirflickr25k-sized data through the real download and preprocess stages, and the training loader.
 
-Builds a folder of JPEGs shaped like Mirflickr25k (500 px on the long side; 4:3, 3:2 and square
-frames, a fifth of them portrait; JPEG quality 80–95) from random crops of scikit-image's colour
-photos, so the files are real photo JPEGs of the real sizes. For each image count it then runs,
+Builds a folder of JPEGs shaped like Mirflickr25k (500 px on the long side; 4:3, 3:2, 16:9 and
+square frames, a fifth of them portrait, in shares chosen to resemble Flickr photos, not counted
+from Mirflickr; JPEG quality 80–95) from random crops of scikit-image's colour
+photos, so the files are photo JPEGs of those sizes. For each image count it then runs,
 in a fresh project folder, `python -m stages.download` (a local-folder source) and
 `python -m stages.preprocess` (the reference work's 64→256 patches: `hr_size: 256`,
 `stride: 128`), and reports wall time, images/s, CPU use (user + system seconds over wall seconds
@@ -56,7 +57,8 @@ PHOTOS = (
     "ihc.png",
     "retina.jpg",
 )
-# (long side, short side, share): Mirflickr25k's frames are at most 500 px on the long side.
+# (long side, short side, share): Mirflickr25k's photos are at most 500 px on the long side; the shares
+# are a guess at a Flickr mix, not counted from Mirflickr.
 FRAMES = ((500, 375, 0.45), (500, 333, 0.35), (500, 500, 0.05), (500, 281, 0.15))
 PORTRAIT_SHARE = 0.2
 
