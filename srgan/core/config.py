@@ -91,6 +91,7 @@ class PretrainParams:
     crop_size: int = field(default=96, metadata=POSITIVE)
     learning_rate: float = field(default=2e-4, metadata=POSITIVE)
     decay_at: float = field(default=0.8, metadata=_check(lambda v: 0 < v <= 1, "must be in (0, 1]"))
+    icnr: bool = False
     val_every: int = field(default=100, metadata=POSITIVE)
     checkpoint_every: int = field(default=100, metadata=POSITIVE)
 

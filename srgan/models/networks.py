@@ -97,6 +97,23 @@ class Generator(nn.Module):
         return F.pixel_shuffle(x, 2)  # (N, 3, H, W)
 
 
+def icnr_(generator: Generator) -> None:
+    """ICNR initialisation (Aitken et al. 2017) of the generator's sub-pixel convolutions, in place.
+
+    Each conv before a PixelShuffle(2) gets a kernel drawn for C outputs (PyTorch's default init)
+    and repeated for the 4 sub-pixel positions each output feeds (channel c·4 + k of the conv is
+    sub-pixel k of channel c after the shuffle), so at step 0 the four sub-pixels of an output pixel
+    are equal: a nearest-neighbour upsampling of a convolution, free of the checkerboard a random
+    sub-pixel kernel starts from. Training then moves the four copies apart.
+    """
+    for layer in generator.upsample:
+        if isinstance(layer, nn.Conv2d):
+            narrow = nn.Conv2d(layer.in_channels, layer.out_channels // 4, layer.kernel_size, padding=layer.padding)
+            with torch.no_grad():
+                layer.weight.copy_(narrow.weight.repeat_interleave(4, dim=0))
+                layer.bias.copy_(narrow.bias.repeat_interleave(4))
+
+
 def _subpixel_index(out_channels: int, in_channels: int, size: int) -> torch.Tensor:
     """Indices into `cat(weight.flatten(), [0])` that turn a (O, C, k, k) kernel acting on a
     2×-pixel-shuffled input into the (4O, 4C, k', k') kernel acting on the unshuffled input

@@ -28,7 +28,7 @@ from srgan.core.runtime import Runtime, project_root, resolve_runtime, seed_ever
 from srgan.core.tracking import Tracker
 from srgan.data.batches import RandomCrops, Shards, batch_loader, to_float
 from srgan.models import checkpoint
-from srgan.models.networks import Discriminator, Generator
+from srgan.models.networks import Discriminator, Generator, icnr_
 from srgan.training import distributed
 from srgan.training.loop import Intervals, Loop, LoopState, Scalars, run_loop
 from srgan.training.losses import ContentLoss
@@ -69,7 +69,10 @@ def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> Tr
     p = params.pretrain
     rt, shards, val = _setup(params, data_dir, "pretrain.batch_size", p.batch_size)
     config = _generator_config(params)
-    gen = Generator(**config).to(rt.device, memory_format=torch.channels_last).train()
+    gen = Generator(**config)
+    if p.icnr:
+        icnr_(gen)
+    gen = gen.to(rt.device, memory_format=torch.channels_last).train()
     trained_gen = distributed.wrap(gen, rt)
     opt = adam(gen, p.learning_rate)
 
