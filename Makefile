@@ -44,7 +44,8 @@ PAPER := -S 'data.train=mirflickr25k' -S 'data.eval=[set5,set14,bsd100]' \
 	-S pretrain.steps=1000000 -S pretrain.batch_size=8 -S pretrain.crop_size=256 -S pretrain.learning_rate=1.0e-4 \
 	-S train.steps=200000 -S train.batch_size=8 -S train.crop_size=256 -S train.learning_rate=1.0e-4 \
 	-S train.decay_at=0.5 -S train.content_loss=vgg54 -S train.vgg_weights=oxford -S train.adv_weight=1.0e-3 \
-	-S train.d_steps=1
+	-S train.d_steps=1 -S train.vgg_activation=after -S train.pixel_weight=0.0 -S train.freeze_bn=false \
+	-S model.d_norm=batch -S pretrain.icnr=false
 PAPER_EXTRA ?=
 paper: $(STAMP)
 	$(RUN) dvc exp run -n paper $(PAPER) $(PAPER_EXTRA)

@@ -39,19 +39,19 @@ def _runtime_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    """PSNR/SSIM/MSE/NIQE of bicubic or a generator file on a folder of HR images; with
+    """Every metric (MSE, PSNR, SSIM, LPIPS, NIQE) of bicubic or a generator file on a folder of HR images; with
     `--no-reference`, the NIQE of its upscaled outputs of a folder of LR photos."""
     from srgan.core.runtime import resolve_runtime
     from srgan.evaluation.evaluate import (
         bicubic,
         evaluate,
         generator_upscaler,
-        niqes,
+        no_reference_scores,
         pairs_from_hr_folder,
         read_folder,
         to_json_line,
     )
-    from srgan.evaluation.scores import average
+    from srgan.evaluation.scores import METRICS, NO_REFERENCE, average
     from srgan.models.checkpoint import load_generator
 
     rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision, threads=args.threads))
@@ -64,24 +64,23 @@ def cmd_eval(args: argparse.Namespace) -> None:
     max_pixels = PreprocessParams().max_pixels
     if args.no_reference:
         images = read_folder(args.data, scale, max_pixels)
-        value = float(np.mean(niqes([(name, upscaler(lr_img)) for name, lr_img in images], crop_border=scale)))
+        per_photo = no_reference_scores([(name, upscaler(lr_img)) for name, lr_img in images], crop_border=scale)
+        values = {m.name: float(np.mean([v[m.name] for v in per_photo])) for m in NO_REFERENCE}
         if args.json:
-            print(json.dumps({"model": args.model, "niqe": value, "images": len(images), "crop_border": scale}))
+            print(json.dumps({"model": args.model, **values, "images": len(images), "crop_border": scale}))
         else:
-            print(
-                f"{args.model} on {args.data} ({len(images)} images upscaled ×{scale}, no reference): "
-                f"NIQE {value:.3f} (lower is better)"
-            )
+            shown = "  ".join(f"{m.heading} {m.format(values[m.name])}" for m in NO_REFERENCE)
+            print(f"{args.model} on {args.data} ({len(images)} images upscaled ×{scale}, no reference): {shown}")
         return
     per_image, _ = evaluate(upscaler, pairs_from_hr_folder(args.data, conv, max_pixels), conv)
     scores = average(per_image)
     if args.json:
         print(to_json_line(args.model, scores))
     else:
+        shown = "  ".join(f"{m.heading} {m.format(scores[m.name])}" for m in METRICS)
         print(
             f"{args.model} on {args.data} ({scores.images} images, ×{scale}, {scores.convention} convention): "
-            f"PSNR {scores.psnr:.2f} dB  SSIM {scores.ssim:.4f}  MSE {scores.mse:.2f}  "
-            f"NIQE {scores.niqe:.3f} (lower is better)"
+            f"{shown}  (↑ higher is better, ↓ lower)"
         )
 
 

@@ -39,14 +39,15 @@ def test_eval_reports_distortion_and_niqe_of_bicubic(tmp_path: Path, capsys: pyt
     hr = {"astronaut": skimage.data.astronaut()[:256, :300], "coffee": skimage.data.coffee()[:200, :260]}
     folder = _save(tmp_path / "hr", hr)
     got = _json(capsys, ["eval", "--model", "bicubic", "--data", str(folder), "--json"])
-    assert set(got) == {"model", "psnr", "ssim", "mse", "niqe", "images", "convention"}
+    assert set(got) == {"model", "psnr", "ssim", "mse", "lpips", "niqe", "images", "convention"}
     expected = [
         measure(bicubic_upscale(imresize_uint8(modcrop(img, 4), 0.25), 4), modcrop(img, 4), convention(4))
         for img in (hr["astronaut"], hr["coffee"])
     ]
     assert got["images"] == 2 and got["convention"] == "matlab"
-    assert got["psnr"] == pytest.approx(np.mean([s.psnr for s in expected]), abs=1e-9)
-    assert got["niqe"] == pytest.approx(np.mean([s.niqe for s in expected]), abs=1e-9)
+    for key in ("psnr", "lpips", "niqe"):
+        assert got[key] == pytest.approx(np.mean([s[key] for s in expected]), abs=1e-9)
+    assert 0.1 < got["lpips"] < 0.7  # bicubic ×4: blurred, well away from 0
     assert 3 < got["niqe"] < 15
 
 

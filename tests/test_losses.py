@@ -63,17 +63,44 @@ def test_vgg_loss_taps_the_expected_layer_with_torchvisions_convention(
     assert loss.vgg is not None and len(loss.vgg.features) == end and loss.vgg.convention is TORCHVISION
 
 
+def test_before_relu_and_the_layer_set_take_the_named_convs_with_their_weights(
+    vgg_file: tuple[Path, torch.nn.Module],
+) -> None:
+    """vgg54 before the ReLU is conv5_4's raw output (index 34 of `features`); vgg_multi sums the
+    five layers' MSEs with Real-ESRGAN's weights 0.1, 0.1, 1, 1, 1."""
+    path, network = vgg_file
+    sr_img, hr_img = torch.rand(1, 3, 48, 48), torch.rand(1, 3, 48, 48)
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+
+    def direct(end: int) -> torch.Tensor:
+        scaled = [network.features[:end]((x - mean) / std) * TORCHVISION.feature_scale for x in (sr_img, hr_img)]
+        return F.mse_loss(*scaled)
+
+    with torch.no_grad():
+        before = ContentLoss("vgg54", str(path), "before")(sr_img, hr_img)
+        assert isinstance(network.features[34], torch.nn.Conv2d)
+        assert torch.allclose(before, direct(35), rtol=1e-5)
+        assert not torch.allclose(before, ContentLoss("vgg54", str(path))(sr_img, hr_img), rtol=1e-2)
+        multi = ContentLoss("vgg_multi", str(path), "before")(sr_img, hr_img)
+        expected = sum(w * direct(end + 1) for w, end in [(0.1, 2), (0.1, 7), (1, 16), (1, 25), (1, 34)])
+        assert torch.allclose(multi, expected, rtol=1e-5)
+    with pytest.raises(SrganError, match="unknown content loss 'vgg99'"):
+        ContentLoss("vgg99", str(path))
+
+
 def test_oxford_weights_take_caffe_input(oxford: VGGWeights) -> None:
     """The packaged weights: 16 convs dequantised from 256 centroids a layer, Caffe BGR 0–255 input."""
     assert oxford.convention is CAFFE and "Oxford" in oxford.origin
     assert len(oxford.state_dict) == 32
     assert sum(v.numel() for v in oxford.state_dict.values()) == 20_024_384
     assert all(len(torch.unique(v)) <= 256 for k, v in oxford.state_dict.items() if k.endswith("weight"))
-    features = VGGFeatures("vgg22", oxford)
+    features = VGGFeatures(["conv2_2"], "after", oxford)
     img = torch.rand(1, 3, 32, 32)
     caffe_input = img.flip(1) * 255 - torch.tensor([103.939, 116.779, 123.68]).view(1, 3, 1, 1)
     with torch.no_grad():
-        assert torch.allclose(features(img), features.features(caffe_input) / 12.75, rtol=1e-5)
+        (got,) = features(img)
+        assert torch.allclose(got, features.features(caffe_input) / 12.75, rtol=1e-5)
 
 
 def _photos() -> list[torch.Tensor]:
@@ -96,7 +123,8 @@ def _feature_properties(weights: VGGWeights) -> tuple[float, float]:
       ‖φ2,2(x + δ·blue) − φ2,2(x)‖), δ a fixed small noise pattern: how much more the features
       react to the red channel than to the blue one.
     """
-    deep, shallow = VGGFeatures("vgg54", weights), VGGFeatures("vgg22", weights)
+    deep = lambda x: VGGFeatures(["conv5_4"], "after", weights)(x)[0]  # noqa: E731
+    shallow = lambda x: VGGFeatures(["conv2_2"], "after", weights)(x)[0]  # noqa: E731
     noise = torch.randn(1, 1, 128, 128, generator=torch.Generator().manual_seed(0)) * 0.02
     pooled, asymmetry = [], []
     with torch.no_grad():

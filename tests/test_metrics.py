@@ -17,8 +17,9 @@ from srgan.cli import main
 from srgan.core.errors import SrganError
 from srgan.core.metrics import Convention, convention, mse, psnr, rgb_to_y, ssim
 from srgan.data.imresize import imresize_uint8, modcrop
+from srgan.evaluation.lpips import lpips
 from srgan.evaluation.niqe import niqe
-from srgan.evaluation.scores import Scores, average, measure
+from srgan.evaluation.scores import METRIC_NAMES, Scores, average, measure
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
 
@@ -118,18 +119,21 @@ def test_measure_and_average() -> None:
     sr = np.clip(hr.astype(int) + np.random.default_rng(6).integers(-8, 9, size=hr.shape), 0, 255).astype(np.uint8)
     scores = measure(sr, hr, convention(4))
     assert scores.convention == "matlab" and scores.images == 1
-    assert scores.mse == mse(sr, hr, crop_border=4, y_channel=True)
-    assert scores.psnr == pytest.approx(10 * math.log10(255**2 / scores.mse), abs=1e-12)
-    assert scores.ssim == ssim(sr, hr, crop_border=4, y_channel=True)
-    assert scores.niqe == niqe(sr, crop_border=4)
-    assert measure(sr, hr, convention(4, "rgb")).mse != scores.mse
+    assert list(scores.values) == list(METRIC_NAMES)  # every metric of the table, in its order
+    assert scores["mse"] == mse(sr, hr, crop_border=4, y_channel=True)
+    assert scores["psnr"] == pytest.approx(10 * math.log10(255**2 / scores["mse"]), abs=1e-12)
+    assert scores["ssim"] == ssim(sr, hr, crop_border=4, y_channel=True)
+    assert scores["niqe"] == niqe(sr, crop_border=4)
+    assert scores["lpips"] == lpips(sr[4:-4, 4:-4], hr[4:-4, 4:-4], crop_border=0) > 0
+    assert measure(sr, hr, convention(4, "rgb"))["mse"] != scores["mse"]
     # The papers average per-image PSNR, not the PSNR of the mean MSE.
-    mean = average([Scores(30.0, 0.8, 65.0, 4.0, 1, "matlab"), Scores(40.0, 0.9, 6.5, 5.0, 3, "matlab")])
-    assert mean == Scores(
-        psnr=37.5, ssim=pytest.approx(0.875), mse=pytest.approx(21.125), niqe=4.75, images=4, convention="matlab"
-    )
+    first = Scores({"psnr": 30.0, "ssim": 0.8, "mse": 65.0, "lpips": 0.2, "niqe": 4.0}, 1, "matlab")
+    second = Scores({"psnr": 40.0, "ssim": 0.9, "mse": 6.5, "lpips": 0.1, "niqe": 5.0}, 3, "matlab")
+    mean = average([first, second])
+    assert (mean.images, mean.convention) == (4, "matlab")
+    assert mean.values == pytest.approx({"psnr": 37.5, "ssim": 0.875, "mse": 21.125, "lpips": 0.125, "niqe": 4.75})
     with pytest.raises(SrganError, match="different conventions"):
-        average([Scores(30.0, 0.8, 65.0, 4.0, 1, "matlab"), Scores(30.0, 0.8, 65.0, 4.0, 1, "rgb")])
+        average([first, Scores(first.values, 1, "rgb")])
     with pytest.raises(SrganError, match="shape"):
         measure(sr[:-1], hr, convention(4))
 
@@ -154,8 +158,8 @@ def test_bicubic_baselines_match_literature(name: str) -> None:
     mean = average(results)
     expected_psnr, expected_ssim = LITERATURE_BICUBIC_X4[name]
     assert mean.images == {"Set5": 5, "Set14": 14, "BSD100": 100}[name]
-    assert abs(mean.psnr - expected_psnr) <= 0.01, f"{name}: PSNR {mean.psnr:.4f}"
-    assert abs(mean.ssim - expected_ssim) <= 0.001, f"{name}: SSIM {mean.ssim:.4f}"
+    assert abs(mean["psnr"] - expected_psnr) <= 0.01, f"{name}: PSNR {mean['psnr']:.4f}"
+    assert abs(mean["ssim"] - expected_ssim) <= 0.001, f"{name}: SSIM {mean['ssim']:.4f}"
 
 
 # BasicSR's own bicubic x4 figures (unrounded Y; LR and bicubic resized in float, rounded once).

@@ -6,11 +6,12 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from srgan.core.runtime import Runtime
-from srgan.models.networks import Discriminator, Generator
-from srgan.training.losses import ContentLoss
-from srgan.training.steps import discriminator_step, generator_step, mse_step
+from srgan.models.networks import Discriminator, Generator, icnr_
+from srgan.training.losses import ContentLoss, GeneratorLoss, adversarial_loss
+from srgan.training.steps import discriminator_step, freeze_batchnorm, generator_step, mse_step
 
 CPU_FP32 = Runtime(torch.device("cpu"), "fp32")
 
@@ -68,6 +69,53 @@ def test_discriminator_has_eight_convs_bn_on_all_but_first() -> None:
     assert len(norms) == 7
 
 
+def test_spectral_discriminator_has_no_batchnorm_and_unit_spectral_norms() -> None:
+    torch.manual_seed(0)
+    disc = Discriminator(channels=8, norm="spectral")
+    assert not [m for m in disc.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    weighted = [m for m in disc.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    assert len(weighted) == 10 and all(torch.nn.utils.parametrize.is_parametrized(m) for m in weighted)
+    for _ in range(30):  # power iteration converges over forward passes in train mode
+        disc(torch.rand(2, 3, 48, 48))
+    linear = weighted[-2]  # the 1024-wide dense layer: its normalised weight has spectral norm ~1
+    assert torch.linalg.matrix_norm(linear.weight.detach(), ord=2) == pytest.approx(1.0, abs=0.05)
+    with pytest.raises(ValueError, match="norm must be one of"):
+        Discriminator(channels=8, norm="layer")
+
+
+def test_icnr_starts_the_subpixel_convs_checkerboard_free() -> None:
+    """After ICNR each output pixel's four sub-pixels are equal; PyTorch's default init differs."""
+    torch.manual_seed(0)
+    x = torch.rand(1, 8, 6, 6)
+    for init, equal in ((False, False), (True, True)):
+        gen = Generator(4, blocks=1, channels=8)
+        if init:
+            icnr_(gen)
+        shuffled = gen.upsample[1](gen.upsample[0](x))  # (1, 8, 12, 12)
+        corners = [shuffled[..., i::2, j::2] for i in (0, 1) for j in (0, 1)]
+        assert all(torch.equal(corners[0], c) for c in corners[1:]) == equal
+
+
+def test_generator_loss_is_the_weighted_sum_and_frozen_bn_keeps_its_statistics() -> None:
+    torch.manual_seed(0)
+    sr_img, hr_img, logits = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 16, 16), torch.randn(2)
+    total, parts = GeneratorLoss(ContentLoss("mse"), 0.5, 0.25)(sr_img, hr_img, logits)
+    expected = F.mse_loss(sr_img, hr_img) + 0.5 * F.l1_loss(sr_img, hr_img) + 0.25 * adversarial_loss(logits)
+    assert torch.allclose(total, expected) and set(parts) == {"g_content", "g_pixel", "g_adv"}
+
+    gen, disc = Generator(4, blocks=1, channels=8).train(), Discriminator(channels=4)
+    opt_g = torch.optim.Adam(gen.parameters(), 1e-3)
+    loss = GeneratorLoss(ContentLoss("mse"), 0, 1e-3)
+    stats = [m.running_mean for m in gen.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    before = [s.clone() for s in stats]
+    freeze_batchnorm(gen)
+    generator_step(gen, disc, opt_g, loss, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32), CPU_FP32)
+    assert all(torch.equal(a, b) for a, b in zip(before, stats))
+    gen.train()  # unfrozen, the same step moves them
+    generator_step(gen, disc, opt_g, loss, torch.rand(2, 3, 8, 8), torch.rand(2, 3, 32, 32), CPU_FP32)
+    assert not any(torch.equal(a, b) for a, b in zip(before, stats))
+
+
 def _snapshot(module: torch.nn.Module) -> list[torch.Tensor]:
     return [p.detach().clone() for p in module.parameters()]
 
@@ -91,7 +139,7 @@ def test_gan_steps_change_only_their_own_network() -> None:
     assert 0 < float(d_out["d_x"]) < 1 and 0 < float(d_out["d_g_z"]) < 1
 
     g_before, d_before = _snapshot(gen), _snapshot(disc)
-    g_out = generator_step(gen, disc, opt_g, ContentLoss("mse"), 1e-3, lr_img, hr_img, CPU_FP32)
+    g_out = generator_step(gen, disc, opt_g, GeneratorLoss(ContentLoss("mse"), 1e-2, 1e-3), lr_img, hr_img, CPU_FP32)
     assert _changed(g_before, gen)
     assert not _changed(d_before, disc)  # D is frozen during the G step
     assert all(p.requires_grad for p in disc.parameters())  # ...and unfrozen after it

@@ -31,7 +31,7 @@ EXPERIMENTS = {"adv-lo": 0.002, "adv-hi": 0.005}
 # The queued runs train longer than TINY's 10 steps, with a metric write every 5 steps, so the two
 # train stages are long enough to overlap and both write to sqlite many times while the other does.
 STEPS, EVERY = 40, 5
-TRAIN_CURVES = ("g_content", "g_adv", "d_real", "d_fake", "val_psnr")
+TRAIN_CURVES = ("g_content", "g_adv", "d_real", "d_fake", "val_psnr", "val_lpips")
 LOG_EVERY = 10  # srgan.training.loop.LOG_EVERY: losses are logged at these steps and at checkpoints
 QUEUE_TIMEOUT = 600
 FINAL = {"Success", "Failed"}

@@ -38,7 +38,7 @@ def test_pretrain_resumes_after_sigkill_and_ends_at_the_configured_step(tmp_path
     resumed_from = int(err.split("resuming from step ")[1].split()[0])
     assert resumed_from >= saved["step"]
     rows = (tmp_path / "reports" / "plots" / "pretrain.csv").read_text().splitlines()
-    assert rows[0] == "step,loss,val_psnr"
+    assert rows[0] == "step,loss,val_psnr,val_lpips"
     steps = [int(r.split(",")[0]) for r in rows[1:]]
     assert steps == list(range(5, 401, 5))  # no step lost or repeated across the kill
     assert load_generator(tmp_path / "models" / "srresnet.pt").scale == 4
@@ -94,7 +94,7 @@ def test_tiny_pretrain_and_train_are_recorded_in_mlflow(tmp_path: Path) -> None:
     assert train.data.params["runtime.resolved_precision"] == "fp32"
     assert train.data.params["runtime.world_size"] == "1"
     assert len(train.data.tags["git_commit"]) > 0 and "dvc_exp" in train.data.tags
-    for key in ("g_content", "g_adv", "d_real", "d_fake", "d_x", "d_g_z", "val_psnr"):
+    for key in ("g_content", "g_adv", "d_real", "d_fake", "d_x", "d_g_z", "val_psnr", "val_lpips"):
         history = client.get_metric_history(train.info.run_id, key)
         assert len(history) > 1, key
         assert history[-1].step == 12

@@ -71,6 +71,7 @@ class ModelParams:
     channels: int = field(default=64, metadata=POSITIVE)
     bicubic_skip: bool = True
     d_channels: int = field(default=64, metadata=POSITIVE)
+    d_norm: Literal["batch", "spectral"] = "batch"
 
 
 @dataclass(frozen=True)
@@ -103,9 +104,12 @@ class TrainParams:
     crop_size: int = field(default=96, metadata=POSITIVE)
     learning_rate: float = field(default=1e-4, metadata=POSITIVE)
     decay_at: float = field(default=0.5, metadata=_check(lambda v: 0 < v <= 1, "must be in (0, 1]"))
-    content_loss: Literal["mse", "vgg22", "vgg54"] = "vgg54"
+    content_loss: Literal["mse", "vgg22", "vgg54", "vgg_multi"] = "vgg54"
+    vgg_activation: Literal["after", "before"] = "after"
     vgg_weights: str = "oxford"
+    pixel_weight: float = field(default=0.0, metadata=NON_NEGATIVE)
     adv_weight: float = field(default=1e-3, metadata=NON_NEGATIVE)
+    freeze_bn: bool = False
     d_steps: int = field(default=1, metadata=POSITIVE)
     val_every: int = field(default=20, metadata=POSITIVE)
     checkpoint_every: int = field(default=20, metadata=POSITIVE)

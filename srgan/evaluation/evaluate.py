@@ -4,8 +4,9 @@ An *upscaler* is any function uint8 LR (h, w[, 3]) → uint8 SR (h·s, w·s[, 3]
 generator are both upscalers, so `srgan eval` and the evaluate stage share one measuring path.
 A generator runs through `srgan.inference.upscale.upscale_image`, the path `srgan upscale` uses.
 
-Both sides of SRGAN's trade-off are reported: distortion against HR (MSE, PSNR, SSIM) and the
-no-reference NIQE (lower is better), with HR's own NIQE as the value a perfect result would have.
+Both sides of SRGAN's trade-off are reported: distortion against HR (MSE, PSNR, SSIM) and
+perceptual error (the learned LPIPS distance to HR, and the no-reference NIQE, with HR's own NIQE
+as the value a perfect result would have), every metric from `srgan.evaluation.scores.METRICS`.
 """
 
 from __future__ import annotations
@@ -28,19 +29,18 @@ from srgan.core.runtime import Runtime
 from srgan.data.imageio import ImageReadError, list_images, read_image
 from srgan.data.imresize import bicubic_upscale, imresize_rounded_once, imresize_uint8, modcrop
 from srgan.data.sources import IMAGE_EXTENSIONS, slug
-from srgan.evaluation.niqe import niqe, niqe_measures, niqe_min_size
+from srgan.evaluation.niqe import niqe_measures, niqe_min_size
 from srgan.evaluation.report import (
     MODELS,
     SetResults,
     departures,
     figure,
-    hr_row,
     perception_distortion_plot,
     score_row,
     scores_table,
     write_reports,
 )
-from srgan.evaluation.scores import Scores, average, measure
+from srgan.evaluation.scores import Scores, average, measure, no_reference
 from srgan.inference.upscale import upscale_image
 from srgan.models.checkpoint import load_generator
 from srgan.models.networks import Generator
@@ -175,24 +175,15 @@ def evaluate(upscaler: Upscaler, pairs: Sequence[Pair], conv: Convention) -> tup
     return [_named(pair.name, lambda: measure(sr, pair.hr_img, conv)) for sr, pair in zip(outputs, pairs)], outputs
 
 
-def niqes(images: Sequence[tuple[str, np.ndarray]], crop_border: int) -> list[float]:
-    """NIQE of each named uint8 image ((H, W, 3) RGB or (H, W) gray), `crop_border` px cropped."""
-    return [_named(name, lambda: niqe(image, crop_border=crop_border)) for name, image in images]
+def no_reference_scores(images: Sequence[tuple[str, np.ndarray]], crop_border: int) -> list[dict[str, float]]:
+    """The no-reference metrics (NIQE) of each named uint8 image ((H, W, 3) RGB or (H, W) gray),
+    `crop_border` px cropped."""
+    return [_named(name, lambda: no_reference(image, crop_border)) for name, image in images]
 
 
 def to_json_line(model: str, scores: Scores) -> str:
-    """`srgan eval --json`: exactly one flat JSON object."""
-    return json.dumps(
-        {
-            "model": model,
-            "psnr": scores.psnr,
-            "ssim": scores.ssim,
-            "mse": scores.mse,
-            "niqe": scores.niqe,
-            "images": scores.images,
-            "convention": scores.convention,
-        }
-    )
+    """`srgan eval --json`: exactly one flat JSON object, every metric of the table by its name."""
+    return json.dumps({"model": model, **scores.values, "images": scores.images, "convention": scores.convention})
 
 
 def run_evaluation(
@@ -249,13 +240,14 @@ def _evaluate_set(
     for model, upscaler in upscalers.items():
         per_image, outputs[model] = evaluate(upscaler, pairs, conv)
         scores[model] = average(per_image)
-        rows += [score_row(name, pair.name, model, s) for pair, s in zip(pairs, per_image)]
-    hr_niqe = niqes([(pair.name, pair.hr_img) for pair in pairs], conv.crop_border)
-    rows += [hr_row(name, pair.name, v) for pair, v in zip(pairs, hr_niqe)]
+        rows += [score_row(name, pair.name, model, s.values) for pair, s in zip(pairs, per_image)]
+    hr_scores = no_reference_scores([(pair.name, pair.hr_img) for pair in pairs], conv.crop_border)
+    rows += [score_row(name, pair.name, "hr", values) for pair, values in zip(pairs, hr_scores)]
     figures = {
         f"{name}_{pair.name}": figure(
             pair.lr_img, pair.hr_img, {m: outputs[m][i] for m in MODELS}, params.scale, params.evaluate.figure_crop
         )
         for i, pair in enumerate(pairs[: params.evaluate.figures])
     }
-    return SetResults(scores, float(np.mean(hr_niqe))), rows, figures
+    hr_means = {key: float(np.mean([values[key] for values in hr_scores])) for key in hr_scores[0]}
+    return SetResults(scores, hr_means), rows, figures

@@ -90,6 +90,8 @@ BACKBONES = {
     ),
 }
 DEFAULT_NET = "alex"
+# AlexNet's 11×11/4 conv and two 3×3/2 pools need 31 px; VGG16's four pools 16. One bound for both.
+MIN_SIZE = 32
 _SHIFT = (-0.030, -0.088, -0.188)
 _SCALE = (0.458, 0.448, 0.450)
 
@@ -192,4 +194,8 @@ def lpips(sr_img: np.ndarray, hr_img: np.ndarray, *, crop_border: int, net: str 
     if crop_border:
         sr_img = sr_img[crop_border:-crop_border, crop_border:-crop_border]
         hr_img = hr_img[crop_border:-crop_border, crop_border:-crop_border]
+    if min(np.shape(sr_img)[:2]) < MIN_SIZE:
+        raise SrganError(
+            f"LPIPS needs at least {MIN_SIZE}x{MIN_SIZE} px after the border crop, got {np.shape(sr_img)[:2]}"
+        )
     return float(lpips_model(net)(to_tensor(sr_img), to_tensor(hr_img))[0])

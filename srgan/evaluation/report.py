@@ -17,7 +17,7 @@ from srgan.core.atomic import write_json, write_text
 from srgan.core.config import Params
 from srgan.core.metrics import Convention
 from srgan.data.imageio import write_png
-from srgan.evaluation.scores import Scores
+from srgan.evaluation.scores import METRIC_NAMES, METRICS, PERCEPTUAL, Metric, Scores
 
 MODELS = ("bicubic", "srresnet", "srgan")
 
@@ -30,16 +30,17 @@ PAPER = {
 }
 
 
-SCORE_COLUMNS = ("set", "image", "model", "psnr", "ssim", "mse", "niqe")
 MODEL_LABELS = {"bicubic": "bicubic", "srresnet": "SRResNet", "srgan": "SRGAN"}
+SCORE_COLUMNS = ("set", "image", "model", *METRIC_NAMES)
 
 
 @dataclass(frozen=True)
 class SetResults:
-    """One eval set: each model's mean scores, and the mean NIQE of the HR images themselves."""
+    """One eval set: each model's mean scores, and the mean no-reference scores (NIQE) of the HR
+    images themselves."""
 
     models: dict[str, Scores]
-    hr_niqe: float
+    hr: dict[str, float]
 
     @property
     def images(self) -> int:
@@ -47,19 +48,12 @@ class SetResults:
 
 
 def metrics_json(results: dict[str, SetResults]) -> dict[str, dict[str, dict[str, float]]]:
-    """`{set: {model: {psnr, ssim, mse, niqe}, hr: {niqe}}}`, rounded so equal runs give equal bytes."""
+    """`{set: {model: {metric: value}, hr: {no-reference metric: value}}}`, rounded so equal runs
+    give equal bytes."""
     return {
         name: {
-            **{
-                model: {
-                    "psnr": round(s.psnr, 4),
-                    "ssim": round(s.ssim, 4),
-                    "mse": round(s.mse, 4),
-                    "niqe": round(s.niqe, 4),
-                }
-                for model, s in result.models.items()
-            },
-            "hr": {"niqe": round(result.hr_niqe, 4)},
+            **{model: {k: round(v, 4) for k, v in s.values.items()} for model, s in result.models.items()},
+            "hr": {k: round(v, 4) for k, v in result.hr.items()},
         }
         for name, result in results.items()
     }
@@ -68,31 +62,42 @@ def metrics_json(results: dict[str, SetResults]) -> dict[str, dict[str, dict[str
 def trade_off(result: SetResults) -> str:
     """One sentence on where SRGAN falls against SRResNet: the paper's claim is lower PSNR, better perception."""
     gan, mse_model = result.models["srgan"], result.models["srresnet"]
-    d_psnr, d_niqe = gan.psnr - mse_model.psnr, gan.niqe - mse_model.niqe
-    shown = d_psnr < 0 and d_niqe < 0
+    d_psnr = gan["psnr"] - mse_model["psnr"]
+    changes = [f"{m.label} {gan[m.name] - mse_model[m.name]:+.{m.decimals}f}" for m in PERCEPTUAL]
+    better = all(gan[m.name] < mse_model[m.name] for m in PERCEPTUAL)
     verdict = (
-        "the paper's trade-off: less fidelity, more natural statistics"
-        if shown
-        else "not the paper's trade-off, which gives up PSNR for a lower NIQE"
+        "the paper's trade-off: less fidelity, more realism"
+        if d_psnr < 0 and better
+        else "SRGAN better on every count"
+        if better
+        else "not the paper's trade-off, which gives up PSNR for lower perceptual error"
     )
-    return f"SRGAN vs SRResNet: PSNR {d_psnr:+.2f} dB, NIQE {d_niqe:+.2f} (HR: {result.hr_niqe:.2f}); {verdict}."
+    hr = ", ".join(f"{k.upper()} {v:.2f}" for k, v in result.hr.items())
+    return f"SRGAN vs SRResNet: PSNR {d_psnr:+.2f} dB, {', '.join(changes)} (lower is better; HR: {hr}); {verdict}."
+
+
+def _metric_row(metric: Metric, result: SetResults) -> str:
+    hr = metric.format(result.hr[metric.name]) if metric.name in result.hr else ""
+    cells = [metric.format(result.models[m][metric.name]) for m in MODELS]
+    return f"| {metric.heading} | " + " | ".join(cells) + f" | {hr} |"
 
 
 def results_markdown(results: dict[str, SetResults], conv: Convention, notes: Sequence[str]) -> str:
-    """The reference slides' table per set (rows MSE, PSNR, SSIM, NIQE; one column per model, and HR's NIQE),
-    the paper's rows where it has the set, the trade-off in one sentence, and the plot."""
+    """The reference slides' table per set (one row per metric, one column per model, and HR's
+    no-reference scores), the paper's rows where it has the set, the trade-off in one sentence, and
+    the plot."""
     columns = [*MODELS, "hr"]
     lines = [
         "# Results",
         "",
-        f"Metric convention: {conv.describe()}; images in 0–255. NIQE (no-reference, "
-        f"lower is better) on BT.601 Y with the same border crop, MATLAB's release; HR's own NIQE is what a "
+        f"Metric convention: {conv.describe()}; images in 0–255. ↑: higher is better, ↓: lower is better. "
+        "LPIPS: v0.1, AlexNet, on RGB with the same border crop (a learned distance to HR). NIQE "
+        "(no reference) on BT.601 Y with the same border crop, MATLAB's release; HR's own NIQE is what a "
         "perfect result would score.",
         "",
     ]
     lines += [f"- {note}" for note in notes]
     for name, result in results.items():
-        scores = result.models
         lines += [
             "",
             f"## {name} ({result.images} images)",
@@ -100,10 +105,7 @@ def results_markdown(results: dict[str, SetResults], conv: Convention, notes: Se
             "| metric | " + " | ".join([*(MODEL_LABELS[m] for m in MODELS), "HR"]) + " |",
             "|---|" + "---:|" * len(columns),
         ]
-        lines.append("| MSE ↓ | " + " | ".join(f"{scores[m].mse:.2f}" for m in MODELS) + " | |")
-        lines.append("| PSNR (dB) ↑ | " + " | ".join(f"{scores[m].psnr:.2f}" for m in MODELS) + " | |")
-        lines.append("| SSIM ↑ | " + " | ".join(f"{scores[m].ssim:.4f}" for m in MODELS) + " | |")
-        lines.append("| NIQE ↓ | " + " | ".join(f"{scores[m].niqe:.2f}" for m in MODELS) + f" | {result.hr_niqe:.2f} |")
+        lines += [_metric_row(metric, result) for metric in METRICS]
         if name in PAPER:
             paper = PAPER[name]
             lines.append("| paper PSNR | " + " | ".join(f"{paper[m][0]:.2f}" for m in MODELS) + " | |")
@@ -113,21 +115,22 @@ def results_markdown(results: dict[str, SetResults], conv: Convention, notes: Se
         lines += [
             "",
             "Paper rows: SRResNet and SRGAN from Ledig et al. 2017, Table 2; bicubic as published "
-            "with MATLAB by the EDSR/RCAN papers. The paper reports no NIQE; its claim is the same "
-            "trade-off, shown by mean opinion scores: SRGAN below SRResNet in PSNR, above it in MOS.",
+            "with MATLAB by the EDSR/RCAN papers. The paper reports neither LPIPS nor NIQE; its claim is the "
+            "same trade-off, shown by mean opinion scores: SRGAN below SRResNet in PSNR, above it in MOS.",
         ]
     lines += [
         "",
         "![perception–distortion](figures/perception_distortion.png)",
         "",
-        "Perception–distortion: PSNR against NIQE per model, HR's NIQE as the dashed line. Better is "
-        "right (PSNR) and down (NIQE).",
+        "Perception–distortion: PSNR against each perceptual metric per model (one row of panels per metric), "
+        "HR's NIQE as the dashed line. Better is right (PSNR) and down (LPIPS, NIQE).",
     ]
     return "\n".join(lines) + "\n"
 
 
 def perception_distortion_plot(results: dict[str, SetResults]) -> np.ndarray:
-    """PSNR (x) against NIQE (y), one point per model, one panel per set, HR's NIQE as a line.
+    """PSNR (x) against each perceptual metric (y; a row of panels each), one point per model, one
+    column per set, HR's no-reference value as a dashed line.
 
     Returns the figure as uint8 (H, W, 3) RGB, written like the other figures.
     """
@@ -136,17 +139,27 @@ def perception_distortion_plot(results: dict[str, SetResults]) -> np.ndarray:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.6), squeeze=False)
-    for ax, (name, result) in zip(axes[0], results.items()):
-        for model in MODELS:
-            s = result.models[model]
-            ax.scatter(s.psnr, s.niqe, s=40, label=MODEL_LABELS[model])
-            ax.annotate(MODEL_LABELS[model], (s.psnr, s.niqe), textcoords="offset points", xytext=(5, 4), fontsize=8)
-        ax.axhline(result.hr_niqe, linestyle="--", color="gray", label=f"HR NIQE {result.hr_niqe:.2f}")
-        ax.set_title(name, fontsize=10)
-        ax.set_xlabel("PSNR (dB), higher is better")
-        ax.set_ylabel("NIQE, lower is better")
-        ax.legend(fontsize=7)
+    rows = len(PERCEPTUAL)
+    fig, axes = plt.subplots(rows, len(results), figsize=(4.2 * len(results), 3.6 * rows), squeeze=False)
+    for metric, row in zip(PERCEPTUAL, axes):
+        for ax, (name, result) in zip(row, results.items()):
+            for model in MODELS:
+                s = result.models[model]
+                ax.scatter(s["psnr"], s[metric.name], s=40, label=MODEL_LABELS[model])
+                ax.annotate(
+                    MODEL_LABELS[model],
+                    (s["psnr"], s[metric.name]),
+                    textcoords="offset points",
+                    xytext=(5, 4),
+                    fontsize=8,
+                )
+            if metric.name in result.hr:
+                value = result.hr[metric.name]
+                ax.axhline(value, linestyle="--", color="gray", label=f"HR {metric.label} {metric.format(value)}")
+            ax.set_title(name, fontsize=10)
+            ax.set_xlabel("PSNR (dB), higher is better")
+            ax.set_ylabel(f"{metric.label}, lower is better")
+            ax.legend(fontsize=7)
     fig.tight_layout()
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
@@ -204,27 +217,15 @@ def write_reports(
     return metrics
 
 
-def score_row(set_name: str, image: str, model: str, scores: Scores) -> dict[str, Any]:
-    """One row of the per-image table."""
-    return {
-        "set": set_name,
-        "image": image,
-        "model": model,
-        "psnr": scores.psnr,
-        "ssim": scores.ssim,
-        "mse": scores.mse,
-        "niqe": scores.niqe,
-    }
-
-
-def hr_row(set_name: str, image: str, niqe: float) -> dict[str, Any]:
-    """The HR image's row of the per-image table: its NIQE only, as nothing is its reference."""
-    return {"set": set_name, "image": image, "model": "hr", "niqe": niqe}
+def score_row(set_name: str, image: str, model: str, values: dict[str, float]) -> dict[str, Any]:
+    """One row of the per-image table: a model's scores, or HR's no-reference ones (nothing is
+    HR's reference, so its other columns stay empty)."""
+    return {"set": set_name, "image": image, "model": model, **values}
 
 
 def scores_table(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Per-image scores, one row per (set, image, model); HR rows carry only their NIQE. The
-    means of these are metrics.json's."""
+    """Per-image scores, one row per (set, image, model); HR rows carry only their no-reference
+    scores. The means of these are metrics.json's."""
     return pd.DataFrame(list(rows), columns=list(SCORE_COLUMNS))
 
 
@@ -244,13 +245,24 @@ def departures(params: Params) -> list[str]:
             f"generator of {params.model.blocks} residual blocks × {params.model.channels} channels "
             "(the paper: 16 × 64)"
         )
-    if params.train.content_loss == "mse":
+    t = params.train
+    if t.content_loss == "mse":
         notes.append("SRGAN content loss mse (the paper's best: vgg54)")
     else:
         notes.append(
-            f"SRGAN content loss {params.train.content_loss} on {vgg_weights_origin(params.train.vgg_weights)}"
-            + ("" if params.train.content_loss == "vgg54" else " (the paper's best: vgg54)")
+            f"SRGAN content loss {t.content_loss}, features {t.vgg_activation} the ReLU, on "
+            f"{vgg_weights_origin(t.vgg_weights)}"
+            + ("" if t.content_loss == "vgg54" else " (the paper's best: vgg54)")
+            + ("" if t.vgg_activation == "after" else "; before the ReLU is ESRGAN's choice, the paper's is after")
         )
+    recipe = (
+        (params.pretrain.icnr, "pretrain.icnr=true: ICNR init of the sub-pixel convs (Aitken et al. 2017)"),
+        (t.pixel_weight > 0, f"train.pixel_weight={t.pixel_weight:g}: an L1 pixel term (BasicSR's recipes)"),
+        (t.adv_weight != 1e-3, f"train.adv_weight={t.adv_weight:g} (the paper: 1e-3)"),
+        (t.freeze_bn, "train.freeze_bn=true: the generator's BatchNorm statistics frozen in the GAN phase (ESRGAN)"),
+        (params.model.d_norm != "batch", f"model.d_norm={params.model.d_norm}: no BatchNorm in the discriminator"),
+    )
+    notes += [text for departs, text in recipe if departs]
     if params.data.train not in ("mirflickr25k",):
         notes.append(
             f"trained on `{params.data.train}` (the paper: 350k ImageNet images; the reference slides: Mirflickr25k)"

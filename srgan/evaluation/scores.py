@@ -1,48 +1,107 @@
-"""The scores of one image, and their mean over a set: PSNR, SSIM and MSE against HR under a named
-convention, and the SR image's own NIQE."""
+"""The one table of metrics, and the scores of one image and their mean over a set.
+
+Every output that shows a metric (metrics.json, scores.csv, results.md, the perception–distortion
+figure, MLflow, `srgan eval` text and `--json`) is generated from `METRICS`: adding a metric is
+adding one row. Distortion metrics (MSE, PSNR, SSIM) compare the SR image with HR under a named
+convention; LPIPS compares them as a learned network sees them; NIQE judges the SR image alone,
+so HR gets a NIQE too, the value a perfect result would have.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from srgan.core.errors import SrganError
 from srgan.core.metrics import Convention, mean_squared, prepare_pair, psnr_from_mse, ssim_prepared
+from srgan.evaluation.lpips import lpips
 from srgan.evaluation.niqe import niqe
 
 
 @dataclass(frozen=True)
-class Scores:
-    """PSNR (dB), SSIM and MSE (0-255 scale) against HR, and the SR image's own NIQE (lower is
-    better), of one image or the mean over `images` images."""
+class Measured:
+    """One SR image and its HR image (uint8 (H, W, 3) RGB or (H, W) gray) under a convention; the
+    prepared pair is made once for all the distortion metrics."""
 
-    psnr: float
-    ssim: float
-    mse: float
-    niqe: float
+    sr_img: np.ndarray
+    hr_img: np.ndarray
+    conv: Convention
+
+    @cached_property
+    def prepared(self) -> tuple[np.ndarray, np.ndarray]:
+        c = self.conv
+        return prepare_pair(self.sr_img, self.hr_img, c.crop_border, c.y_channel, c.round_y)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One metric: its key in every file, its label in tables, which way is better, how many
+    decimals tables show, whether it is perceptual (the side SRGAN should win) and whether it needs
+    the HR image (a no-reference metric is also reported for HR itself)."""
+
+    name: str
+    label: str
+    higher_is_better: bool
+    decimals: int
+    perceptual: bool
+    reference: bool
+    compute: Callable[[Measured], float]
+
+    @property
+    def heading(self) -> str:
+        """The label with its direction, e.g. 'PSNR (dB) ↑' or 'LPIPS ↓'."""
+        return f"{self.label} {'↑' if self.higher_is_better else '↓'}"
+
+    def format(self, value: float) -> str:
+        return f"{value:.{self.decimals}f}"
+
+
+def _niqe(m: Measured) -> float:
+    return niqe(m.sr_img, crop_border=m.conv.crop_border)
+
+
+METRICS: tuple[Metric, ...] = (
+    Metric("mse", "MSE", False, 2, False, True, lambda m: mean_squared(*m.prepared)),
+    Metric("psnr", "PSNR (dB)", True, 2, False, True, lambda m: psnr_from_mse(mean_squared(*m.prepared))),
+    Metric("ssim", "SSIM", True, 4, False, True, lambda m: ssim_prepared(*m.prepared)),
+    Metric("lpips", "LPIPS", False, 4, True, True, lambda m: lpips(m.sr_img, m.hr_img, crop_border=m.conv.crop_border)),
+    Metric("niqe", "NIQE", False, 2, True, False, _niqe),
+)
+METRIC_NAMES = tuple(metric.name for metric in METRICS)
+NO_REFERENCE = tuple(metric for metric in METRICS if not metric.reference)
+PERCEPTUAL = tuple(metric for metric in METRICS if metric.perceptual)
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Every metric of `METRICS` (by name) for one image, or the mean over `images` images."""
+
+    values: dict[str, float]
     images: int
     convention: str
 
+    def __getitem__(self, name: str) -> float:
+        return self.values[name]
+
 
 def measure(sr_img: np.ndarray, hr_img: np.ndarray, conv: Convention) -> Scores:
-    """PSNR, SSIM and MSE of one SR image against its HR image under `conv`, and the SR image's
-    NIQE (always on Y, with the convention's border crop)."""
-    sr, hr = prepare_pair(sr_img, hr_img, conv.crop_border, conv.y_channel, conv.round_y)
-    error = mean_squared(sr, hr)
-    return Scores(
-        psnr=psnr_from_mse(error),
-        ssim=ssim_prepared(sr, hr),
-        mse=error,
-        niqe=niqe(sr_img, crop_border=conv.crop_border),
-        images=1,
-        convention=conv.name,
-    )
+    """Every metric of one SR image against its HR image under `conv` (NIQE and LPIPS with the
+    convention's border crop)."""
+    measured = Measured(sr_img, hr_img, conv)
+    return Scores({metric.name: metric.compute(measured) for metric in METRICS}, 1, conv.name)
+
+
+def no_reference(image: np.ndarray, crop_border: int) -> dict[str, float]:
+    """The no-reference metrics of one image alone (an HR image, or an upscaled photo without HR)."""
+    measured = Measured(image, image, Convention("none", y_channel=False, round_y=False, crop_border=crop_border))
+    return {metric.name: metric.compute(measured) for metric in NO_REFERENCE}
 
 
 def average(results: Sequence[Scores]) -> Scores:
-    """Mean of per-image PSNR, SSIM, MSE and NIQE, weighted by image count, as the papers report.
+    """Mean of each per-image metric, weighted by image count, as the papers report.
 
     PSNR is the mean of per-image dB values, not the PSNR of the mean MSE.
     """
@@ -52,15 +111,8 @@ def average(results: Sequence[Scores]) -> Scores:
     if len(names) != 1:
         raise SrganError(f"cannot average scores measured under different conventions: {sorted(names)}")
     weights = np.array([result.images for result in results], dtype=np.float64)
-
-    def mean(values: list[float]) -> float:
-        return float(np.sum(weights * np.array(values)) / weights.sum())
-
-    return Scores(
-        psnr=mean([result.psnr for result in results]),
-        ssim=mean([result.ssim for result in results]),
-        mse=mean([result.mse for result in results]),
-        niqe=mean([result.niqe for result in results]),
-        images=int(weights.sum()),
-        convention=names.pop(),
-    )
+    values = {
+        key: float(np.sum(weights * np.array([result[key] for result in results])) / weights.sum())
+        for key in results[0].values
+    }
+    return Scores(values, int(weights.sum()), names.pop())

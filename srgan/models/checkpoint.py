@@ -84,8 +84,9 @@ def load_generator(path: str | Path, expect: dict[str, Any] | None = None) -> Ge
     return model.eval()
 
 
-def save_discriminator(path: str | Path, model: Discriminator, channels: int) -> None:
-    save(path, {"format": DISCRIMINATOR_FORMAT, "config": {"channels": channels}, "state_dict": cpu_state_dict(model)})
+def save_discriminator(path: str | Path, model: Discriminator, config: dict[str, Any]) -> None:
+    """`config`: the `Discriminator` arguments (channels, norm) that rebuild it."""
+    save(path, {"format": DISCRIMINATOR_FORMAT, "config": config, "state_dict": cpu_state_dict(model)})
 
 
 def check_config(path: str | Path, found: dict[str, Any], expected: dict[str, Any]) -> None:

@@ -135,9 +135,18 @@ def _subpixel_index(out_channels: int, in_channels: int, size: int) -> torch.Ten
     return torch.from_numpy(index.reshape(out_channels * 4, in_channels * 4, 2 * half + 1, 2 * half + 1))
 
 
-def _conv_block(in_channels: int, out_channels: int, stride: int, batch_norm: bool) -> list[nn.Module]:
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)]
-    if batch_norm:
+# The discriminator's normalisation: the paper's BatchNorm, or spectral norm on every weight layer
+# (Miyato et al. 2018; Real-ESRGAN's discriminator), which bounds D's Lipschitz constant instead.
+D_NORMS = ("batch", "spectral")
+
+
+def _weighted(layer: nn.Module, norm: str) -> nn.Module:
+    return nn.utils.parametrizations.spectral_norm(layer) if norm == "spectral" else layer
+
+
+def _conv_block(in_channels: int, out_channels: int, stride: int, norm: str, first: bool) -> list[nn.Module]:
+    layers: list[nn.Module] = [_weighted(nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1), norm)]
+    if norm == "batch" and not first:
         layers.append(nn.BatchNorm2d(out_channels))
     layers.append(nn.LeakyReLU(0.2))
     return layers
@@ -148,21 +157,27 @@ class Discriminator(nn.Module):
     BN on all but the first → adaptive average pool to 6×6 → dense 1024 → LeakyReLU → dense 1.
 
     The pool keeps the dense layer the paper's size for any crop (96 px gives 6×6 already).
+    `norm="spectral"` replaces the BNs by spectral norm on every conv and dense layer.
     Returns logits (N,); the paper's sigmoid lives in the BCE-with-logits loss.
     """
 
-    def __init__(self, channels: int = 64) -> None:
+    def __init__(self, channels: int = 64, norm: str = "batch") -> None:
         super().__init__()
+        if norm not in D_NORMS:
+            raise ValueError(f"norm must be one of {D_NORMS}, got {norm!r}")
         widths = [channels, channels * 2, channels * 4, channels * 8]
         layers: list[nn.Module] = []
         in_channels = 3
         for i, width in enumerate(widths):
-            layers += _conv_block(in_channels, width, stride=1, batch_norm=i > 0)
-            layers += _conv_block(width, width, stride=2, batch_norm=True)
+            layers += _conv_block(in_channels, width, stride=1, norm=norm, first=i == 0)
+            layers += _conv_block(width, width, stride=2, norm=norm, first=False)
             in_channels = width
         self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(6))
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(widths[-1] * 36, 1024), nn.LeakyReLU(0.2), nn.Linear(1024, 1)
+            nn.Flatten(),
+            _weighted(nn.Linear(widths[-1] * 36, 1024), norm),
+            nn.LeakyReLU(0.2),
+            _weighted(nn.Linear(1024, 1), norm),
         )
 
     def forward(self, hr_img: torch.Tensor) -> torch.Tensor:

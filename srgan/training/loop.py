@@ -26,12 +26,13 @@ LOG_EVERY = 10
 
 @dataclass
 class LoopState:
-    """What a checkpoint restores besides weights: the next step, the curve rows so far, and the
-    MLflow run they were logged to (continued on resume)."""
+    """What a checkpoint restores besides weights: the next step, the curve rows so far, the last
+    validation scores (`val_psnr`, `val_lpips`), and the MLflow run they were logged to (continued
+    on resume)."""
 
     step: int = 0
     curves: list[dict[str, float]] = field(default_factory=list)
-    val_psnr: float = float("nan")
+    validation: dict[str, float] = field(default_factory=dict)
     run_id: str = ""
 
 
@@ -45,14 +46,14 @@ class Intervals:
 @dataclass(frozen=True)
 class Loop:
     """What one stage's loop runs: `step(i)` performs update i and returns its scalars (device
-    tensors); `validate(i)` returns the validation PSNR after i updates; `save(state)` writes a
+    tensors); `validate(i)` returns the validation scores after i updates; `save(state)` writes a
     checkpoint."""
 
     stage: str
     steps: int
     intervals: Intervals
     step: Callable[[int], Scalars]
-    validate: Callable[[int], float]
+    validate: Callable[[int], dict[str, float]]
     save: Callable[[LoopState], None]
 
 
@@ -84,8 +85,8 @@ def run_loop(loop: Loop, state: LoopState, tracker: Tracker, rt: Runtime) -> Non
     NaN/inf, logged, and added to `state.curves`, and a Ctrl-C is honoured (all processes stop
     at the same step). A checkpoint is never written from non-finite weights."""
     if state.step == 0:
-        state.val_psnr = loop.validate(0)
-        tracker.log_metrics({"val_psnr": state.val_psnr}, step=0)
+        state.validation = loop.validate(0)
+        tracker.log_metrics(state.validation, step=0)
     every = loop.intervals
     sums: dict[str, torch.Tensor] = {}
     count = 0
@@ -150,7 +151,7 @@ def _report(loop: Loop, state: LoopState, means: dict[str, float], *, validate: 
             "checkpoint is kept. Lower the learning rate or check the data, then run again"
         )
     if validate:
-        state.val_psnr = loop.validate(state.step)
-        means["val_psnr"] = state.val_psnr
+        state.validation = loop.validate(state.step)
+        means.update(state.validation)
     tracker.log_metrics(means, step=state.step)
-    state.curves.append({"step": state.step, **means, "val_psnr": state.val_psnr})
+    state.curves.append({"step": state.step, **means, **state.validation})

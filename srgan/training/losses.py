@@ -1,4 +1,5 @@
-"""Losses: pixel MSE, VGG19 content loss (φ2,2 / φ5,4), and the non-saturating adversarial loss.
+"""Losses: pixel MSE, VGG19 content losses, the non-saturating adversarial loss, and the SRGAN
+generator's weighted sum of them.
 
 Losses only compute; where the VGG weights come from is decided here once, before training,
 so a missing file fails the stage before its first step.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,9 +30,17 @@ from torchvision.models import VGG19_Weights
 
 from srgan.core.errors import SrganError
 
-# torchvision VGG19 `features` prefixes that end just after the ReLU of the named conv:
-# φ2,2 is the ReLU of conv2_2 (index 8), φ5,4 the ReLU of conv5_4 (index 35).
-VGG_LAYERS = {"vgg22": 9, "vgg54": 36}
+# Each content loss: the VGG19 convs whose features it compares, with their weights (none: pixel
+# MSE). vgg22 / vgg54 are the paper's φ2,2 / φ5,4; vgg_multi is Real-ESRGAN's five-layer set.
+CONTENT_LOSSES: dict[str, dict[str, float]] = {
+    "mse": {},
+    "vgg22": {"conv2_2": 1.0},
+    "vgg54": {"conv5_4": 1.0},
+    "vgg_multi": {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
+}
+# Where the features are taken: after the conv's ReLU (the paper) or before it (ESRGAN §3.3: denser
+# features, no brightness shift).
+ACTIVATIONS = ("after", "before")
 # VGG19's convolutions ("M": 2×2 max pool), in torchvision's `features` order, so state-dict keys
 # ("0.weight", …, "34.bias") are the same for both families.
 _VGG19_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
@@ -179,6 +189,13 @@ def load_vgg_weights(spec: str) -> VGGWeights:
     return _from_file(Path(spec).expanduser())
 
 
+def _conv_index(name: str) -> int:
+    """The `features` index of a conv named like `conv5_4` (block 5, conv 4)."""
+    block, conv = (int(part) for part in name.removeprefix("conv").split("_"))
+    names = [f"conv{b}_{c}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4)) for c in range(1, n + 1)]
+    return _conv_indices()[names.index(f"conv{block}_{conv}")]
+
+
 def _conv_indices() -> list[int]:
     """The `features` index of each conv: a conv entry adds two modules (conv, ReLU), a pool one."""
     indices, position = [], 0
@@ -199,18 +216,21 @@ def _layer_list(depth: int) -> list[nn.Module]:
         if entry == "M":
             layers.append(nn.MaxPool2d(2, 2))
         else:
-            layers += [nn.Conv2d(channels, int(entry), 3, padding=1), nn.ReLU(inplace=True)]
+            # Not in place: a feature taken before the ReLU must survive it.
+            layers += [nn.Conv2d(channels, int(entry), 3, padding=1), nn.ReLU()]
             channels = int(entry)
     return layers[:depth]
 
 
 class VGGFeatures(nn.Module):
-    """Frozen VGG19 features up to φ2,2 (`vgg22`) or φ5,4 (`vgg54`), after the ReLU, already
-    multiplied by the convention's `feature_scale`."""
+    """Frozen VGG19 features of the named convs, after or before their ReLU, each multiplied by the
+    convention's `feature_scale` (only the layers up to the deepest one are built)."""
 
-    def __init__(self, layer: str, weights: VGGWeights) -> None:
+    def __init__(self, layers: Sequence[str], activation: str, weights: VGGWeights) -> None:
         super().__init__()
-        depth = VGG_LAYERS[layer]
+        offset = 1 if activation == "after" else 0  # the ReLU follows its conv in `features`
+        self.taps = [_conv_index(name) + offset for name in layers]
+        depth = max(self.taps) + 1
         self.features = nn.Sequential(*_layer_list(depth))
         wanted = {key: value for key, value in weights.state_dict.items() if int(key.split(".")[0]) < depth}
         try:
@@ -227,31 +247,65 @@ class VGGFeatures(nn.Module):
         # Keep VGG in eval mode whatever the training loop does to its parent.
         return super().train(False)
 
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
+    def forward(self, img: torch.Tensor) -> list[torch.Tensor]:
         # img: (N, 3, H, W) RGB in [0, 1] -> the family's input (BGR 0–255 mean-subtracted, or RGB
-        # ImageNet-normalised) -> (N, C, H', W') features × feature_scale
+        # ImageNet-normalised) -> one (N, C, H', W') feature map × feature_scale per tap, in order
         conv = self.convention
         x = img.flip(1) if conv.bgr else img
         x = (x * conv.scale - self.mean) / self.std
-        return self.features(x) * conv.feature_scale
+        taken = {}
+        for index, layer in enumerate(self.features):
+            x = layer(x)
+            if index in self.taps:
+                taken[index] = x * conv.feature_scale
+        return [taken[tap] for tap in self.taps]
 
 
 class ContentLoss(nn.Module):
-    """`mse` on pixels, or MSE between rescaled VGG feature maps (the paper's φ/12.75)."""
+    """`mse` on pixels, or the weighted sum of MSEs between rescaled VGG feature maps (the paper's
+    φ/12.75) over the layers `CONTENT_LOSSES[kind]` names; an unknown kind is an error."""
 
-    def __init__(self, kind: str, vgg_weights: str = "oxford") -> None:
+    def __init__(self, kind: str, vgg_weights: str = "oxford", activation: str = "after") -> None:
         super().__init__()
+        if kind not in CONTENT_LOSSES or activation not in ACTIVATIONS:
+            raise SrganError(
+                f"unknown content loss {kind!r} / activation {activation!r}; use one of "
+                f"{', '.join(CONTENT_LOSSES)} / {', '.join(ACTIVATIONS)}"
+            )
         self.kind = kind
-        self.vgg = VGGFeatures(kind, load_vgg_weights(vgg_weights)) if kind in VGG_LAYERS else None
+        layers = CONTENT_LOSSES[kind]
+        self.weights = list(layers.values())
+        self.vgg = VGGFeatures(list(layers), activation, load_vgg_weights(vgg_weights)) if layers else None
 
     def forward(self, sr_img: torch.Tensor, hr_img: torch.Tensor) -> torch.Tensor:
         if self.vgg is None:
             return F.mse_loss(sr_img.float(), hr_img.float())
         # Features may come out of bf16 autocast; the loss itself is computed in fp32.
-        sr_features = self.vgg(sr_img).float()
+        sr_features = self.vgg(sr_img)
         with torch.no_grad():
-            hr_features = self.vgg(hr_img).float()
-        return F.mse_loss(sr_features, hr_features)
+            hr_features = self.vgg(hr_img)
+        return sum(w * F.mse_loss(s.float(), h.float()) for w, s, h in zip(self.weights, sr_features, hr_features))
+
+
+class GeneratorLoss(nn.Module):
+    """SRGAN's generator objective: content + pixel_weight · L1(SR, HR) + adv_weight · (−log D(G(x))).
+
+    The paper has no pixel term (`pixel_weight` 0); BasicSR's SRGAN/ESRGAN recipes add L1 at 1e-2.
+    Returns the total and its parts (unweighted) for the curves.
+    """
+
+    def __init__(self, content: ContentLoss, pixel_weight: float, adv_weight: float) -> None:
+        super().__init__()
+        self.content, self.pixel_weight, self.adv_weight = content, pixel_weight, adv_weight
+
+    def forward(
+        self, sr_img: torch.Tensor, hr_img: torch.Tensor, fake_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        content = self.content(sr_img, hr_img)
+        pixel = F.l1_loss(sr_img.float(), hr_img.float())
+        adversarial = adversarial_loss(fake_logits)
+        total = content + self.pixel_weight * pixel + self.adv_weight * adversarial
+        return total, {"g_content": content.detach(), "g_pixel": pixel.detach(), "g_adv": adversarial.detach()}
 
 
 def adversarial_loss(fake_logits: torch.Tensor) -> torch.Tensor:

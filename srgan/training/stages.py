@@ -31,8 +31,17 @@ from srgan.models import checkpoint
 from srgan.models.networks import Discriminator, Generator, icnr_
 from srgan.training import distributed
 from srgan.training.loop import Intervals, Loop, LoopState, Scalars, run_loop
-from srgan.training.losses import ContentLoss
-from srgan.training.steps import adam, discriminator_step, generator_step, mse_step, set_learning_rate, validate
+from srgan.training.losses import ContentLoss, GeneratorLoss
+from srgan.training.steps import (
+    VALIDATION,
+    adam,
+    discriminator_step,
+    freeze_batchnorm,
+    generator_step,
+    mse_step,
+    set_learning_rate,
+    validate,
+)
 
 ValPairs = tuple[torch.Tensor, torch.Tensor]  # uint8 LR (N, 3, h, w), HR (N, 3, H, W)
 Batch = tuple[torch.Tensor, torch.Tensor]  # LR (N, 3, h, w), HR (N, 3, H, W): float RGB in [0, 1] on the device
@@ -82,7 +91,7 @@ def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> Tr
 
     def finish(tracker: Tracker, state: LoopState) -> None:
         checkpoint.save_generator(out, gen, config)
-        _write_curves(curves_path, state.curves, ["step", "loss", "val_psnr"])
+        _write_curves(curves_path, state.curves, ["step", "loss", *VALIDATION])
         tracker.log_generator(checkpoint.plain_copy(gen, config))
         tracker.record_output(out)
 
@@ -107,27 +116,33 @@ def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: P
     ready to run."""
     p = params.train
     rt, shards, val = _setup(params, data_dir, "train.batch_size", p.batch_size)
-    content_loss = ContentLoss(p.content_loss, p.vgg_weights).to(rt.device)  # fails here, before training
+    content = ContentLoss(p.content_loss, p.vgg_weights, p.vgg_activation)  # fails here, before training
+    loss = GeneratorLoss(content, p.pixel_weight, p.adv_weight).to(rt.device)
     config = _generator_config(params)
     gen = checkpoint.load_generator(init, expect=config).to(rt.device, memory_format=torch.channels_last).train()
-    disc = Discriminator(params.model.d_channels).to(rt.device, memory_format=torch.channels_last).train()
+    disc_config = {"channels": params.model.d_channels, "norm": params.model.d_norm}
+    disc = Discriminator(**disc_config).to(rt.device, memory_format=torch.channels_last).train()
     trained_gen, trained_disc = distributed.wrap(gen, rt), distributed.wrap(disc, rt)
     opt_g = adam(gen, p.learning_rate)
     opt_d = adam(disc, p.learning_rate)
 
     def step(i: int, next_batch: Callable[[], Batch]) -> Scalars:
         set_learning_rate([opt_g, opt_d], p.learning_rate, p.decay_at, p.steps, i)
+        if p.freeze_bn:
+            freeze_batchnorm(gen)
         # The D step's fakes need no gradient and the G step's D is frozen: those passes use
         # the plain modules, so DDP only averages the gradients that train.
         d_scalars = [discriminator_step(gen, trained_disc, opt_d, *next_batch(), rt) for _ in range(p.d_steps)]
-        g_scalars = generator_step(trained_gen, disc, opt_g, content_loss, p.adv_weight, *next_batch(), rt)
+        g_scalars = generator_step(trained_gen, disc, opt_g, loss, *next_batch(), rt)
         return {**g_scalars, **{k: torch.stack([s[k] for s in d_scalars]).mean() for k in d_scalars[0]}}
 
     def finish(tracker: Tracker, state: LoopState) -> None:
         checkpoint.save_generator(out, gen, config)
-        checkpoint.save_discriminator(disc_out, disc, params.model.d_channels)
+        checkpoint.save_discriminator(disc_out, disc, disc_config)
         _write_curves(
-            curves_path, state.curves, ["step", "g_content", "g_adv", "d_real", "d_fake", "d_x", "d_g_z", "val_psnr"]
+            curves_path,
+            state.curves,
+            ["step", "g_content", "g_pixel", "g_adv", "d_real", "d_fake", "d_x", "d_g_z", *VALIDATION],
         )
         tracker.register_generator(tracker.log_generator(checkpoint.plain_copy(gen, config)))
         tracker.record_output(out)
@@ -187,12 +202,12 @@ class TrainingJob:
         if self.lead:
             self.stage.finish(tracker, self.state)
 
-    def _validate(self, tracker: Tracker, step: int) -> float:
+    def _validate(self, tracker: Tracker, step: int) -> dict[str, float]:
         if not self.lead:
-            return float("nan")
-        psnr, grid = validate(self.stage.generator, *self.val, self.params.scale, self.rt)
+            return dict.fromkeys(VALIDATION, float("nan"))
+        scores, grid = validate(self.stage.generator, *self.val, self.params.scale, self.rt)
         tracker.log_image(grid, key="validation", step=step)
-        return psnr
+        return scores
 
 
 def _batch_source(
@@ -242,7 +257,7 @@ def _resume(stage: TrainingStage, path: Path, rt: Runtime) -> LoopState:
             module.load_state_dict(saved[name])
         for name, opt in stage.optimizers.items():
             opt.load_state_dict(saved[name])
-        state = LoopState(saved["step"], saved["curves"], saved["val_psnr"], saved.get("mlflow_run_id", ""))
+        state = LoopState(saved["step"], saved["curves"], saved["validation"], saved.get("mlflow_run_id", ""))
         print(f"{stage.name}: resuming from step {state.step} ({path})", file=sys.stderr)
     if not distributed.agree(state.step, rt):
         raise SrganError(
@@ -258,7 +273,7 @@ def _save(stage: TrainingStage, path: Path, state: LoopState) -> None:
         "format": checkpoint.TRAINING_FORMAT,
         "step": state.step,
         "curves": state.curves,
-        "val_psnr": state.val_psnr,
+        "validation": state.validation,
         "mlflow_run_id": state.run_id,
     }
     payload.update({name: checkpoint.cpu_state_dict(m) for name, m in stage.modules.items()})

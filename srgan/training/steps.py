@@ -15,7 +15,9 @@ from torch import nn
 from srgan.core.metrics import psnr
 from srgan.core.runtime import Runtime
 from srgan.data.batches import to_float
-from srgan.training.losses import adversarial_loss, discriminator_loss
+from srgan.evaluation.lpips import MIN_SIZE as LPIPS_MIN_SIZE
+from srgan.evaluation.lpips import lpips_model
+from srgan.training.losses import GeneratorLoss, discriminator_loss
 
 Scalars = dict[str, torch.Tensor]
 
@@ -63,26 +65,33 @@ def generator_step(
     gen: nn.Module,
     disc: nn.Module,
     opt_g: torch.optim.Optimizer,
-    content_loss: nn.Module,
-    adv_weight: float,
+    loss: GeneratorLoss,
     lr_img: torch.Tensor,
     hr_img: torch.Tensor,
     rt: Runtime,
 ) -> Scalars:
-    """One G update on content + adv_weight · (−log D(G(x))), with D frozen."""
+    """One G update on `loss` (content, pixel and adversarial terms), with D frozen."""
     disc.requires_grad_(False)
     try:
         with rt.autocast():
             sr_img = gen(lr_img)
             fake_logits = disc(sr_img).float()
-            content = content_loss(sr_img, hr_img)
-        adversarial = adversarial_loss(fake_logits)
+            total, scalars = loss(sr_img, hr_img, fake_logits)
         opt_g.zero_grad(set_to_none=True)
-        (content + adv_weight * adversarial).backward()
+        total.backward()
         opt_g.step()
     finally:
         disc.requires_grad_(True)
-    return {"g_content": content.detach(), "g_adv": adversarial.detach()}
+    return scalars
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Put every BatchNorm of `model` in eval mode: normalise with the running statistics the MSE
+    phase learned and stop updating them (ESRGAN §3.1: batch statistics under GAN training bring
+    artefacts). Called before each update, since validation switches the model back to train mode."""
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
 
 
 def adam(model: nn.Module, learning_rate: float) -> torch.optim.Optimizer:
@@ -100,11 +109,16 @@ def set_learning_rate(
             group["lr"] = value
 
 
+# What validation reports, in curves and MLflow: PSNR up, LPIPS down as the GAN phase starts paying.
+VALIDATION = ("val_psnr", "val_lpips")
+
+
 @torch.no_grad()
 def validate(
     gen: nn.Module, lr_val: torch.Tensor, hr_val: torch.Tensor, scale: int, rt: Runtime
-) -> tuple[float, np.ndarray]:
-    """Mean PSNR (the `rgb` convention: all channels, 0–255, border crop = scale) over the
+) -> tuple[dict[str, float], np.ndarray]:
+    """Mean PSNR (the `rgb` convention: all channels, 0–255, border crop = scale) and mean LPIPS
+    (AlexNet, the same crop; lower is better; NaN for patches under 32 px after the crop) over the
     validation patches, and an image grid.
 
     lr_val / hr_val: uint8 (N, 3, h, w) / (N, 3, H, W). The grid is uint8 (rows·H, 3·W, 3):
@@ -122,12 +136,16 @@ def validate(
     mean_psnr = float(
         np.mean([psnr(_hwc(sr), _hwc(hr), crop_border=scale, y_channel=False) for sr, hr in zip(sr_all, hr_val)])
     )
+    inner = (slice(None), slice(None), slice(scale, -scale), slice(scale, -scale))
+    sr_inner, hr_inner = sr_all[inner].float() / 255, hr_val[inner].float() / 255  # (N, 3, H', W') in [0, 1]
+    measurable = min(sr_inner.shape[2:]) >= LPIPS_MIN_SIZE  # tiny test patches are not
+    mean_lpips = float(lpips_model()(sr_inner, hr_inner).mean()) if measurable else float("nan")
     rows = []
     for i in range(min(4, len(lr_val))):
         lr_up = F.interpolate(lr_val[i : i + 1].float(), scale_factor=scale, mode="nearest")[0].to(torch.uint8)
         rows.append(torch.cat([lr_up, sr_all[i], hr_val[i]], dim=2))  # (3, H, 3W)
     grid = torch.cat(rows, dim=1).permute(1, 2, 0).numpy()  # (rows·H, 3W, 3) uint8 RGB
-    return mean_psnr, grid
+    return dict(zip(VALIDATION, (mean_psnr, mean_lpips))), grid
 
 
 def _hwc(img: torch.Tensor) -> np.ndarray:
