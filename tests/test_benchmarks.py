@@ -10,6 +10,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 
@@ -81,3 +82,19 @@ def test_candidate_runs_the_pipelines_step_in_bf16_channels_last(
     monkeypatch.setattr(bench, "mse_step", spy)
     bench.measure(tiny(bench, None), None, reps=2)
     assert seen == [("bf16", True, True)] * 3  # one warm-up, two timed steps; the reference never calls it
+
+
+def test_grid_spectrum_tells_a_checkerboard_from_a_pooling_grid_and_from_noise() -> None:
+    grid = _load("grid_spectrum")
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0, 1, (256, 256))
+    checker = np.indices((256, 256)).sum(axis=0) % 2 * 2.0 - 1  # period 2: ±1
+    pattern = rng.normal(0, 1, (16, 16))
+    pattern -= np.tile(pattern.reshape(2, 8, 2, 8).mean(axis=(0, 2)), (2, 2))  # no 8-, 4- or 2-px part left
+    pooling = np.tile(pattern, (16, 16))  # repeats every 16 px, as a grid printed through four 2×2 pools
+    only_noise = grid.shares([noise])
+    assert all(v < 0.01 for v in only_noise.values())
+    with_checker = grid.shares([noise + checker])
+    assert with_checker[2] > 0.45 and with_checker[16] < 0.01
+    with_pooling = grid.shares([noise + pooling])
+    assert with_pooling[16] > 0.3 and max(with_pooling[2], with_pooling[4], with_pooling[8]) < 0.01
