@@ -48,19 +48,21 @@ def test_dvc_repro_builds_every_stage_and_reports(pipeline: Path) -> None:
     assert set(metrics[eval_set]["hr"]) == {"niqe"} and 0 < metrics[eval_set]["hr"]["niqe"] < 100
     for model in ("bicubic", "srresnet", "srgan"):
         scores = metrics[eval_set][model]
-        assert set(scores) == {"psnr", "ssim", "mse", "niqe"}
+        assert set(scores) == {"psnr", "ssim", "mse", "lpips", "niqe"}
         # NIQE has no upper bound: a barely trained tiny model's outputs score in the hundreds.
         assert 5 < scores["psnr"] < 60 and 0 < scores["ssim"] <= 1 and 0 < scores["niqe"] < math.inf
+        assert 0 < scores["lpips"] < 1.5
     results = (pipeline / "reports" / "results.md").read_text()
-    assert "matlab" in results and "| PSNR (dB) ↑ |" in results and "| NIQE ↓ |" in results
-    assert "SRGAN content loss vgg54 on Oxford VGG19" in results
+    for row in ("| MSE ↓ |", "| PSNR (dB) ↑ |", "| SSIM ↑ |", "| LPIPS ↓ |", "| NIQE ↓ |"):
+        assert row in results
+    assert "matlab" in results and "SRGAN content loss vgg54, features after the ReLU, on Oxford VGG19" in results
     assert "figures/perception_distortion.png" in results
     figures = {path.name for path in (pipeline / "reports" / "figures").glob("*.png")}
     assert len(figures) == 2 and "perception_distortion.png" in figures
     assert (pipeline / "reports" / "plots" / "train.csv").read_text().startswith("step,g_content")
     # The per-image table: one row per image and model (HR with its NIQE alone); its means are metrics.json's.
     table = pd.read_csv(pipeline / "reports" / "scores.csv")
-    assert list(table.columns) == ["set", "image", "model", "psnr", "ssim", "mse", "niqe"]
+    assert list(table.columns) == ["set", "image", "model", "mse", "psnr", "ssim", "lpips", "niqe"]
     assert sorted(table["model"].unique()) == ["bicubic", "hr", "srgan", "srresnet"]
     for (set_name, model), rows in table.groupby(["set", "model"]):
         expected = metrics[set_name][model]
