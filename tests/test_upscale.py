@@ -329,7 +329,7 @@ def test_each_bad_file_gets_one_line_and_the_others_are_processed(
 
 
 def test_a_model_file_of_the_wrong_kind_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    save_discriminator(tmp_path / "disc.pt", Discriminator(channels=8), channels=8)
+    save_discriminator(tmp_path / "disc.pt", Discriminator(channels=8), {"channels": 8, "norm": "batch"})
     Image.fromarray(smooth_image(12, 16)).save(tmp_path / "in.png")
     with pytest.raises(SystemExit) as exit_info:
         upscale_cli(tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", tmp_path / "disc.pt")

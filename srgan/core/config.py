@@ -87,19 +87,19 @@ class RuntimeParams:
 
 @dataclass(frozen=True)
 class PretrainParams:
-    steps: int = field(default=300, metadata=POSITIVE)
+    steps: int = field(default=1200, metadata=POSITIVE)
     batch_size: int = field(default=16, metadata=POSITIVE)
     crop_size: int = field(default=96, metadata=POSITIVE)
     learning_rate: float = field(default=2e-4, metadata=POSITIVE)
     decay_at: float = field(default=0.8, metadata=_check(lambda v: 0 < v <= 1, "must be in (0, 1]"))
-    icnr: bool = False
+    icnr: bool = True
     val_every: int = field(default=100, metadata=POSITIVE)
     checkpoint_every: int = field(default=100, metadata=POSITIVE)
 
 
 @dataclass(frozen=True)
 class TrainParams:
-    steps: int = field(default=80, metadata=POSITIVE)
+    steps: int = field(default=250, metadata=POSITIVE)
     batch_size: int = field(default=8, metadata=POSITIVE)
     crop_size: int = field(default=96, metadata=POSITIVE)
     learning_rate: float = field(default=1e-4, metadata=POSITIVE)
