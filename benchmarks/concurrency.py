@@ -35,7 +35,7 @@ import torch
 from srgan.core.config import RuntimeParams
 from srgan.core.runtime import Runtime, cpu_name, resolve_runtime
 from srgan.core.threads import cores
-from srgan.inference.upscale import upscale_image
+from srgan.inference.tiling import upscale_image
 from srgan.models.networks import Generator
 from srgan.training.steps import adam, mse_step
 

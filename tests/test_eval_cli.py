@@ -17,9 +17,9 @@ from srgan.core.runtime import Runtime
 from srgan.data.imresize import bicubic_upscale, imresize_uint8, modcrop
 from srgan.evaluation.niqe import niqe
 from srgan.evaluation.scores import measure
-from srgan.inference.upscale import upscale_image
+from srgan.inference.tiling import upscale_image
 from srgan.models.checkpoint import generator_config, save_generator
-from srgan.models.networks import Generator
+from srgan.models.networks import build_generator
 
 
 def _save(folder: Path, images: dict[str, np.ndarray]) -> Path:
@@ -51,6 +51,30 @@ def test_eval_reports_distortion_and_niqe_of_bicubic(tmp_path: Path, capsys: pyt
     assert 3 < got["niqe"] < 15
 
 
+def test_a_flat_image_is_left_out_of_niqe_only_with_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """NIQE has no statistics for an image without texture: that image is named, left out of the
+    NIQE mean, and still counts in every other metric."""
+    textured = skimage.data.astronaut()[:256, :300]
+    flat = np.full((256, 300, 3), 128, dtype=np.uint8)
+    folder = _save(tmp_path / "hr", {"astronaut": textured, "flat": flat})
+    main(["eval", "--model", "bicubic", "--data", str(folder), "--json"])
+    out, err = capsys.readouterr()
+    got = json.loads(out)
+    assert err.splitlines() == [
+        "warning: flat: too flat for NIQE (no textured 96×96 blocks); left out of that mean, its other metrics count"
+    ]
+    scores = {
+        name: measure(bicubic_upscale(imresize_uint8(modcrop(img, 4), 0.25), 4), modcrop(img, 4), convention(4))
+        for name, img in (("astronaut", textured), ("flat", flat))
+    }
+    assert got["images"] == 2
+    assert got["niqe"] == pytest.approx(scores["astronaut"]["niqe"], abs=1e-9)  # the textured image's alone
+    assert got["psnr"] == pytest.approx((scores["astronaut"]["psnr"] + scores["flat"]["psnr"]) / 2, abs=1e-9)
+    assert scores["flat"]["psnr"] > 60  # a flat image upscales almost exactly: it moved the mean
+
+
 def test_no_reference_scores_the_upscaled_photos_niqe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """LR photos alone: each is upscaled by the model (here a small random generator and bicubic)
     and the mean NIQE of the outputs is reported, with the scale's border crop."""
@@ -58,7 +82,7 @@ def test_no_reference_scores_the_upscaled_photos_niqe(tmp_path: Path, capsys: py
     folder = _save(tmp_path / "lr", lr)
     torch.manual_seed(0)
     config = generator_config(4, 2, 8, True)
-    gen = Generator(**config).eval()
+    gen = build_generator(config).eval()
     model = tmp_path / "gen.pt"
     save_generator(model, gen, config)
 

@@ -19,22 +19,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-import srgan.inference.upscale
+import srgan.inference.tiling
 from srgan.cli import main
 from srgan.core.errors import SrganError
 from srgan.core.runtime import Runtime
 from srgan.evaluation.evaluate import generator_upscaler
 from srgan.inference.limits import MIN_TILE
-from srgan.inference.upscale import (
-    Job,
-    context_radius,
-    is_model_uri,
-    plan_jobs,
-    read_picture,
-    tile_spans,
-    upscale_files,
-    upscale_image,
-)
+from srgan.inference.tiling import context_radius, tile_spans, upscale_batch, upscale_image
+from srgan.inference.upscale import Job, is_model_uri, plan_jobs, read_picture, upscale_files
 from srgan.models.checkpoint import generator_config, save_discriminator, save_generator
 from srgan.models.networks import Discriminator, Generator
 
@@ -146,7 +138,7 @@ def test_too_little_context_breaks_the_equality(monkeypatch: pytest.MonkeyPatch)
     gen = random_generator()
     lr_img = smooth_image(64, 64)
     whole = generator_upscaler(gen, CPU_FP32)(lr_img)
-    monkeypatch.setattr(srgan.inference.upscale, "context_radius", lambda gen: 1)  # the true radius is 12
+    monkeypatch.setattr(srgan.inference.tiling, "context_radius", lambda gen: 1)  # the true radius is 12
     tiled = upscale_image(gen, lr_img, CPU_FP32, tile=32)
     assert np.abs(tiled.astype(int) - whole).max() > 5
 
@@ -159,6 +151,21 @@ def test_bf16_autocast_stays_close_to_fp32() -> None:
     fp32 = upscale_image(gen, lr_img, CPU_FP32, tile=20)
     bf16 = upscale_image(gen, lr_img, Runtime(torch.device("cpu"), "bf16"), tile=20)
     assert psnr(bf16, fp32) >= 40
+
+
+@pytest.mark.parametrize("channels", [3, 0])
+def test_a_batch_of_frames_equals_each_frame_alone(channels: int) -> None:
+    """Video frames go through `upscale_batch` several at a time: batching changes only the float
+    summation order (at most one grey level), never which frame a pixel lands in."""
+    gen = random_generator()
+    frames = np.stack([smooth_image(40, 52, channels, seed=k) for k in range(3)])  # three different frames
+    batch = upscale_batch(gen, frames, CPU_FP32, tile=24)
+    assert batch.shape == (3, 160, 208, *frames.shape[3:])
+    for k in range(3):
+        alone = upscale_image(gen, frames[k], CPU_FP32, tile=24)
+        assert np.abs(batch[k].astype(int) - alone).max() <= 1
+        assert psnr(batch[k], alone) >= 50
+    assert psnr(batch[0], batch[1]) < 30  # the frames differ, so a mix-up would show
 
 
 # --- image modes ----------------------------------------------------------------------------------

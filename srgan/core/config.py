@@ -20,6 +20,35 @@ import yaml
 
 from srgan.core.errors import SrganError
 
+# Each list of choices is written once, here or in the module named, and everything else derives
+# from it: the params' allowed values below, the CLI's choices, the code's tables.
+DEVICES = ("auto", "cpu", "cuda")  # runtime.device, `srgan … --device`
+PRECISIONS = ("auto", "fp32", "bf16")  # runtime.precision, `srgan … --precision`
+# train.content_loss: the VGG19 convs whose features each content loss compares, with their
+# weights (none: pixel MSE). vgg22 / vgg54 are the paper's φ2,2 / φ5,4; vgg_multi is Real-ESRGAN's
+# five-layer set. `srgan.training.losses` builds them.
+CONTENT_LOSSES: dict[str, dict[str, float]] = {
+    "mse": {},
+    "vgg22": {"conv2_2": 1.0},
+    "vgg54": {"conv5_4": 1.0},
+    "vgg_multi": {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
+}
+# train.vgg_activation: features after the conv's ReLU (the paper) or before it (ESRGAN §3.3:
+# denser features, no brightness shift).
+VGG_ACTIVATIONS = ("after", "before")
+CONTENT_LOSS_NAMES = tuple(CONTENT_LOSSES)
+# evaluate.convention, `srgan eval --convention`: each metric convention as the fields of
+# `srgan.core.metrics.Convention` other than its name and border crop (the scale). matlab: how the
+# published MATLAB numbers were made. rgb: all channels. basicsr: how BasicSR measures (unrounded
+# Y) and makes its LR and bicubic images (in float, rounded once).
+CONVENTION_FIELDS: dict[str, dict[str, bool]] = {
+    "matlab": {"y_channel": True, "round_y": True},
+    "rgb": {"y_channel": False, "round_y": False},
+    "basicsr": {"y_channel": True, "round_y": False, "resize_in_float": True},
+}
+CONVENTIONS = tuple(CONVENTION_FIELDS)
+DEFAULT_CONVENTION = "matlab"
+
 
 def _positive(value: float) -> bool:
     return value > 0
@@ -67,6 +96,9 @@ class PreprocessParams:
 
 @dataclass(frozen=True)
 class ModelParams:
+    # Its names are `srgan.models.networks.ARCHITECTURES` (a torch module, so not imported here):
+    # the params stage checks the name with `check_architecture`, before any other stage runs.
+    arch: str = "srresnet"
     blocks: int = field(default=16, metadata=POSITIVE)
     channels: int = field(default=64, metadata=POSITIVE)
     bicubic_skip: bool = True
@@ -76,8 +108,8 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class RuntimeParams:
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    device: Literal[DEVICES] = "auto"
+    precision: Literal[PRECISIONS] = "auto"
     nproc: int = field(default=1, metadata=POSITIVE)
     workers: int = field(default=1, metadata=NON_NEGATIVE)
     threads: Literal["auto"] | int = field(
@@ -104,8 +136,8 @@ class TrainParams:
     crop_size: int = field(default=96, metadata=POSITIVE)
     learning_rate: float = field(default=1e-4, metadata=POSITIVE)
     decay_at: float = field(default=0.5, metadata=_check(lambda v: 0 < v <= 1, "must be in (0, 1]"))
-    content_loss: Literal["mse", "vgg22", "vgg54", "vgg_multi"] = "vgg54"
-    vgg_activation: Literal["after", "before"] = "after"
+    content_loss: Literal[CONTENT_LOSS_NAMES] = "vgg54"
+    vgg_activation: Literal[VGG_ACTIVATIONS] = "after"
     vgg_weights: str = "oxford"
     pixel_weight: float = field(default=0.0, metadata=NON_NEGATIVE)
     adv_weight: float = field(default=1e-3, metadata=NON_NEGATIVE)
@@ -119,7 +151,7 @@ class TrainParams:
 class EvaluateParams:
     figures: int = field(default=3, metadata=NON_NEGATIVE)
     figure_crop: int = field(default=128, metadata=POSITIVE)
-    convention: Literal["matlab", "rgb", "basicsr"] = "matlab"
+    convention: Literal[CONVENTIONS] = "matlab"
 
 
 @dataclass(frozen=True)

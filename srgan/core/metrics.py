@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from srgan.core.config import CONVENTION_FIELDS, CONVENTIONS, DEFAULT_CONVENTION
 from srgan.core.errors import SrganError
 
 _PEAK = 255.0  # L, the dynamic range of [0, 255] images
@@ -59,22 +60,11 @@ class Convention:
         return f"{self.name}: {channels}, {self.crop_border} px border crop{resize}"
 
 
-CONVENTIONS = ("matlab", "rgb", "basicsr")
-DEFAULT_CONVENTION = "matlab"
-
-
 def convention(scale: int, name: str = DEFAULT_CONVENTION) -> Convention:
-    """The named convention for an upscaling factor `scale` (it sets the border crop).
-
-    matlab: how the published MATLAB numbers were made. rgb: all channels. basicsr: how BasicSR
-    measures (unrounded Y) and makes its LR and bicubic images (in float, rounded once)."""
-    if name == "matlab":
-        return Convention(name, y_channel=True, round_y=True, crop_border=scale)
-    if name == "rgb":
-        return Convention(name, y_channel=False, round_y=False, crop_border=scale)
-    if name == "basicsr":
-        return Convention(name, y_channel=True, round_y=False, crop_border=scale, resize_in_float=True)
-    raise SrganError(f"unknown metric convention {name!r}; use one of {', '.join(CONVENTIONS)}")
+    """The named convention for an upscaling factor `scale` (it sets the border crop)."""
+    if name not in CONVENTION_FIELDS:
+        raise SrganError(f"unknown metric convention {name!r}; use one of {', '.join(CONVENTIONS)}")
+    return Convention(name, crop_border=scale, **CONVENTION_FIELDS[name])
 
 
 def rgb_to_y(image: np.ndarray, *, round_y: bool) -> np.ndarray:

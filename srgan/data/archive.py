@@ -13,16 +13,11 @@ from pathlib import Path
 from typing import TypeVar
 
 from srgan.core.errors import SrganError
-from srgan.data import sources
+from srgan.data.imageio import is_image
 
 Skipped = list[dict[str, str]]  # [{"file": relpath, "reason": text}], as written to the manifest
 _COPY_CHUNK = 1 << 20
 M = TypeVar("M")  # an archive member: tarfile.TarInfo or zipfile.ZipInfo
-
-
-def is_image(path: str) -> bool:
-    """Whether a file name has one of the image extensions the pipeline reads."""
-    return Path(path).suffix.lower() in sources.IMAGE_EXTENSIONS
 
 
 def _unsafe_name(name: str) -> str | None:

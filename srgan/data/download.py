@@ -26,7 +26,8 @@ from tqdm import tqdm
 from srgan.core.atomic import write_json
 from srgan.core.errors import SrganError
 from srgan.data import sources
-from srgan.data.archive import Skipped, extract, is_image
+from srgan.data.archive import Skipped, extract
+from srgan.data.imageio import IMAGE_EXTENSIONS, is_image
 
 CHUNK_BYTES = 1 << 20
 MAX_ATTEMPTS = 5  # connections per fetch; each one after a drop resumes where the last stopped
@@ -240,5 +241,5 @@ def materialize(name: str, out_root: Path, cache_root: Path, *, max_bytes: int) 
         skipped = _copy_folder(Path(name).expanduser(), folder)
     manifest = write_manifest(folder, name, skipped, archive_sha256)
     if not manifest["files"]:
-        raise SrganError(f"source {name!r}: no image files found (extensions: {', '.join(sources.IMAGE_EXTENSIONS)})")
+        raise SrganError(f"source {name!r}: no image files found (extensions: {', '.join(IMAGE_EXTENSIONS)})")
     return [folder]

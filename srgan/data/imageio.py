@@ -25,7 +25,6 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from srgan.core.atomic import atomic_path
 from srgan.core.errors import SrganError
-from srgan.data import sources
 
 T = TypeVar("T")
 
@@ -147,17 +146,24 @@ def write_png(path: str | os.PathLike[str], image: np.ndarray) -> None:
         Image.fromarray(image).save(tmp, format="PNG")
 
 
+# The files the pipeline and `srgan upscale` take for images, by extension (any case).
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+def is_image(path: str | os.PathLike[str]) -> bool:
+    """Whether a file name has one of the image extensions: the one test of "is this an image"."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
 def list_images(folder: Path) -> list[str]:
     """Image files under `folder`, recursively, as sorted '/'-separated paths relative to it.
 
-    Only `sources.IMAGE_EXTENSIONS` count (any case), so download's `manifest.json` and other
+    Only `IMAGE_EXTENSIONS` count (any case), so download's `manifest.json` and other
     side files are not inputs; a file with an image extension that is not an image is skipped
     later, with a reason.
     """
     return sorted(
-        path.relative_to(folder).as_posix()
-        for path in folder.rglob("*")
-        if path.suffix.lower() in sources.IMAGE_EXTENSIONS and path.is_file()
+        path.relative_to(folder).as_posix() for path in folder.rglob("*") if is_image(path) and path.is_file()
     )
 
 

@@ -47,7 +47,7 @@ from srgan.core.atomic import atomic_dir, atomic_path, write_json
 from srgan.core.config import Params, PreprocessParams
 from srgan.core.errors import SrganError
 from srgan.data import sources
-from srgan.data.imageio import ImageReadError, list_images, read_image, write_png
+from srgan.data.imageio import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_png
 from srgan.data.imresize import imresize_uint8, modcrop
 from srgan.data.patches import Corner, cut_patches, patch_corners, select_val_patches, split_images
 
@@ -256,7 +256,7 @@ def _usable_training_images(
     """The (height, width) of each training image that yields a patch, and the skipped ones."""
     names = list_images(train_dir)
     if not names:
-        raise SrganError(f"{train_dir}: no image files ({', '.join(sources.IMAGE_EXTENSIONS)}) to train on")
+        raise SrganError(f"{train_dir}: no image files ({', '.join(IMAGE_EXTENSIONS)}) to train on")
     probe = partial(_probe, hr_size=settings.hr_size, max_pixels=settings.max_pixels)
     sizes: dict[str, tuple[int, int]] = {}
     skipped = []

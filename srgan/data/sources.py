@@ -17,8 +17,6 @@ from srgan.core.errors import SrganError
 
 Role = Literal["train", "eval"]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
-
 # scikit-image ships these photos inside the package; `sample` needs no network.
 SAMPLE_EVAL = ("astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg")
 SAMPLE_TRAIN = (

@@ -17,8 +17,7 @@ from srgan.core.errors import SrganError
 from srgan.core.runtime import Runtime
 from srgan.core.tracking import Tracker
 from srgan.training import distributed
-
-Scalars = dict[str, torch.Tensor]
+from srgan.training.steps import Scalars
 
 # Curves get a point at least every 10 steps and at the last step.
 LOG_EVERY = 10

@@ -28,19 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import VGG19_Weights
 
+from srgan.core.config import CONTENT_LOSSES, VGG_ACTIVATIONS
 from srgan.core.errors import SrganError
 
-# Each content loss: the VGG19 convs whose features it compares, with their weights (none: pixel
-# MSE). vgg22 / vgg54 are the paper's φ2,2 / φ5,4; vgg_multi is Real-ESRGAN's five-layer set.
-CONTENT_LOSSES: dict[str, dict[str, float]] = {
-    "mse": {},
-    "vgg22": {"conv2_2": 1.0},
-    "vgg54": {"conv5_4": 1.0},
-    "vgg_multi": {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_4": 1.0, "conv5_4": 1.0},
-}
-# Where the features are taken: after the conv's ReLU (the paper) or before it (ESRGAN §3.3: denser
-# features, no brightness shift).
-ACTIVATIONS = ("after", "before")
 # VGG19's convolutions ("M": 2×2 max pool), in torchvision's `features` order, so state-dict keys
 # ("0.weight", …, "34.bias") are the same for both families.
 _VGG19_CONFIG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
@@ -267,10 +257,10 @@ class ContentLoss(nn.Module):
 
     def __init__(self, kind: str, vgg_weights: str = "oxford", activation: str = "after") -> None:
         super().__init__()
-        if kind not in CONTENT_LOSSES or activation not in ACTIVATIONS:
+        if kind not in CONTENT_LOSSES or activation not in VGG_ACTIVATIONS:
             raise SrganError(
                 f"unknown content loss {kind!r} / activation {activation!r}; use one of "
-                f"{', '.join(CONTENT_LOSSES)} / {', '.join(ACTIVATIONS)}"
+                f"{', '.join(CONTENT_LOSSES)} / {', '.join(VGG_ACTIVATIONS)}"
             )
         self.kind = kind
         layers = CONTENT_LOSSES[kind]

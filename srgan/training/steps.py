@@ -19,7 +19,7 @@ from srgan.evaluation.lpips import MIN_SIZE as LPIPS_MIN_SIZE
 from srgan.evaluation.lpips import lpips_model
 from srgan.training.losses import GeneratorLoss, discriminator_loss
 
-Scalars = dict[str, torch.Tensor]
+Scalars = dict[str, torch.Tensor]  # a step's losses and statistics by name, 0-dim tensors on the device
 
 
 def mse_step(
