@@ -1,116 +1,203 @@
-"""Throughput and peak memory of tiled `upscale_image` against a plain fp32 whole-image forward.
+"""Output megapixels per second of `srgan upscale` against plain fp32 eager PyTorch, and as a share
+of this machine's matrix-product limit, both measured in the same run; then frames per second at
+the sizes of real-time and video use.
 
-A 2000×1500 input (8000×6000 out, 48 MP). The reference is what a user would write first:
-`gen(x)` on the whole image under `torch.no_grad()`, fp32, NCHW, then clamp/round to uint8. The
-candidates are `srgan.inference.upscale.upscale_image` (tiles, channels_last, `inference_mode`) in fp32 and
-at `--precision auto` (bf16 autocast where `runtime.resolve_runtime` says the CPU runs it fast).
-Each measurement is a fresh child process, so each peak RSS is its own; reference and candidates
-are interleaved, repeated, and the medians reported with ratios to the reference.
+The model is the released ×4 generator (16 blocks × 64 channels, `srgan.models.zoo`), the
+default of `srgan upscale`. The job is a 512×512 photo → 2048×2048 (4.2 MP out). The reference
+is what a user writes first: `gen(x)` on the whole image, fp32, NCHW, under `torch.no_grad()`,
+then clamp/round to uint8. Candidates run `srgan.inference.tiling.upscale_batch`, the path of
+`srgan upscale` (channels_last, `inference_mode`, tiles with their context), in fp32 and in bf16
+autocast where the CPU has AVX-512 BF16 or AMX, at the default tile (256) and at 512 (one tile
+here), and the same under `torch.compile` (compile time reported apart). Quality: each output's
+RMS difference from the reference's, in grey levels (0–255); the bound is 0.5.
 
-The model is a random-weight ×4 generator of 4 blocks × 8 channels: the reference holds several
-(channels × 48 MP) float tensors at once, and its peak grows with the channels (measured: 9.5 GB
-at 16 channels; the paper's 64 would need about 40 GB), too much for a shared 23 GB machine.
-Tiling keeps the candidates' float work to one tile whatever the model.
+The limit: the GFLOP/s of a 2048×2048×2048 matrix product in fp32 and in bf16, measured here;
+each candidate's GFLOP/s counts the generator's convolution FLOPs (`FlopCounterMode`, the
+whole-image work, so tile context recomputed is overhead, not credit).
 
-    .venv/bin/python benchmarks/upscale_throughput.py [--repeats 5]
+Every kind is timed `--repeats` times, interleaved, after one untimed warm-up; medians reported.
+`--json` prints one line: `mp_per_s` (the fastest candidate within the quality bound),
+`fp32_mp_per_s`, `ratio`, `limit_share`, and the per-kind and frames/s figures.
+
+    .venv/bin/python benchmarks/upscale_throughput.py [--repeats 3] [--no-compile] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
+import os
 import statistics
-import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.flop_counter import FlopCounterMode
 
 from srgan.core.config import RuntimeParams
-from srgan.core.runtime import cpu_name, resolve_runtime
+from srgan.core.runtime import Runtime, cpu_name, resolve_runtime
 from srgan.inference.limits import DEFAULT_TILE
-from srgan.inference.upscale import upscale_image
+from srgan.inference.tiling import upscale_batch
+from srgan.inference.upscale import load_model
 from srgan.models.networks import Generator
+from srgan.models.zoo import DEFAULT_RELEASED
 
-WIDTH, HEIGHT, SCALE, BLOCKS, CHANNELS = 2000, 1500, 4, 4, 8
-KINDS = ("reference", "tiled-fp32", "tiled-auto")
+SIDE = 512  # LR side of the throughput job: 512×512 → 2048×2048
+RMS_BOUND = 0.5  # grey levels
+REFERENCE = "fp32 eager (reference)"
+# Real-time and video sizes: (name, LR width, LR height, frames per batch).
+FRAME_JOBS = (("128×128 → 512×512", 128, 128, 4), ("480p 640×480 → 2560×1920", 640, 480, 1))
 
 
 def synthetic_photo(width: int, height: int, seed: int = 0) -> np.ndarray:
-    """uint8 (H, W, 3): a smooth random RGB image (content does not change the cost of a convolution)."""
+    """uint8 (H, W, 3): a smooth random RGB image (content does not change a convolution's cost)."""
     coarse = np.random.default_rng(seed).integers(0, 256, (height // 16, width // 16, 3), dtype=np.uint8)
     return np.array(Image.fromarray(coarse).resize((width, height), Image.Resampling.BICUBIC))
 
 
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+def matmul_gflops(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
+    """This machine's matrix-product rate: the ceiling convolutions (lowered to GEMM-like kernels) approach."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    torch.mm(a, b)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
-def measure(kind: str) -> dict[str, float | str]:
-    """One run in this (child) process: seconds of the upscaling alone, and peak RSS."""
-    torch.manual_seed(0)
-    gen = Generator(scale=SCALE, blocks=BLOCKS, channels=CHANNELS).eval()
-    lr_img = synthetic_photo(WIDTH, HEIGHT)  # (1500, 2000, 3) uint8
-    base = peak_rss_mb()
+def generator_gflop(gen: Generator, height: int, width: int) -> float:
+    """Convolution GFLOP of one whole-image forward at (height, width); counted at 64×64, scaled by area."""
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        gen(torch.zeros(1, 3, 64, 64))
+    return counter.get_total_flops() * (height * width) / (64 * 64) / 1e9
+
+
+def reference(gen: Generator, frames: np.ndarray) -> np.ndarray:
+    """Plain fp32 eager: the whole batch in one NCHW forward. uint8 (n, h, w, 3) → uint8 (n, H, W, 3)."""
+    with torch.no_grad():
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255)  # (n, 3, h, w) in [0, 1]
+        return gen(x).clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def tiled(gen: Generator, rt: Runtime, tile: int) -> Callable[[np.ndarray], np.ndarray]:
+    """`srgan upscale`'s path for uint8 (n, h, w, 3) frames."""
+    return lambda frames: upscale_batch(gen, frames, rt, tile=tile)
+
+
+def candidates(gen: Generator, compiled: Generator | None) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
+    """The kinds measured: name → function of uint8 (n, h, w, 3) frames."""
+    fp32 = Runtime(torch.device("cpu"), "fp32")
+    auto = resolve_runtime(RuntimeParams(device="cpu", precision="auto"))
+    kinds: dict[str, Callable[[np.ndarray], np.ndarray]] = {REFERENCE: lambda frames: reference(gen, frames)}
+    for rt in (fp32, auto) if auto.precision != "fp32" else (fp32,):
+        for tile in (DEFAULT_TILE, 2 * DEFAULT_TILE):
+            kinds[f"upscale {rt.precision} tile {tile}"] = tiled(gen, rt, tile)
+            if compiled is not None:
+                kinds[f"upscale {rt.precision} tile {tile} +compile"] = tiled(compiled, rt, tile)
+    return kinds
+
+
+def timed(fn: Callable[[np.ndarray], np.ndarray], frames: np.ndarray) -> tuple[float, np.ndarray]:
     start = time.perf_counter()
-    if kind == "reference":
-        with torch.no_grad():
-            x = torch.from_numpy(lr_img).permute(2, 0, 1)[None].float().div(255)  # (1, 3, h, w) in [0, 1]
-            sr_img = gen(x).clamp(0, 1).mul(255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()  # (H, W, 3)
-        precision = "fp32"
-    else:
-        rt = resolve_runtime(RuntimeParams(device="cpu", precision="fp32" if kind == "tiled-fp32" else "auto"))
-        sr_img = upscale_image(gen, lr_img, rt, tile=DEFAULT_TILE)
-        precision = rt.precision
-    seconds = time.perf_counter() - start
-    assert sr_img.shape == (HEIGHT * SCALE, WIDTH * SCALE, 3)
-    return {"kind": kind, "seconds": seconds, "peak_mb": peak_rss_mb(), "base_mb": base, "precision": precision}
+    out = fn(frames)
+    return time.perf_counter() - start, out
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--child", choices=KINDS, help=argparse.SUPPRESS)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile candidates")
+    parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(measure(args.child)))
-        return
-    runs: dict[str, list[dict[str, float | str]]] = {kind: [] for kind in KINDS}
+    load = os.getloadavg()[0]
+    torch.set_num_threads(os.cpu_count() or 1)
+    gen = load_model(DEFAULT_RELEASED).eval()
+    compiled = None
+    compile_s = 0.0
+    photo = synthetic_photo(SIDE, SIDE)[None]  # (1, 512, 512, 3)
+    if not args.no_compile:
+        compiled = torch.compile(gen, dynamic=True)
+        start = time.perf_counter()
+        for rt_precision in ("fp32", "auto"):
+            rt = resolve_runtime(RuntimeParams(device="cpu", precision=rt_precision))
+            for tile in (DEFAULT_TILE, 2 * DEFAULT_TILE):
+                upscale_batch(compiled, photo, rt, tile=tile)
+        compile_s = time.perf_counter() - start
+    limits = {"fp32": matmul_gflops(torch.float32), "bf16": matmul_gflops(torch.bfloat16)}
+    kinds = candidates(gen, compiled)
+    gflop = generator_gflop(gen, SIDE, SIDE)
+    megapixels = (SIDE * 4) ** 2 / 1e6
+    outputs: dict[str, np.ndarray] = {}
+    seconds: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for kind, fn in kinds.items():  # warm-up, and each kind's output for the quality check
+        outputs[kind] = fn(photo)
     for repeat in range(args.repeats):
-        for kind in KINDS:  # interleaved: a slow spell on a shared machine hits every kind alike
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", kind], check=True, capture_output=True, text=True
-            )
-            result = json.loads(out.stdout.strip().splitlines()[-1])
-            runs[kind].append(result)
-            print(
-                f"  repeat {repeat + 1} {kind:<10} {result['seconds']:7.1f} s  peak {result['peak_mb']:6.0f} MB",
-                file=sys.stderr,
-            )
-    megapixels = WIDTH * HEIGHT * SCALE * SCALE / 1e6
-    median = {
-        kind: {key: statistics.median(r[key] for r in runs[kind]) for key in ("seconds", "peak_mb", "base_mb")}
-        for kind in KINDS
-    }
-    ref = median["reference"]
-    print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}")
+        for kind, fn in kinds.items():
+            seconds[kind].append(timed(fn, photo)[0])
+            print(f"  repeat {repeat + 1} {kind:<32} {seconds[kind][-1]:6.2f} s", file=sys.stderr)
+    rows = {}
+    for kind in kinds:
+        s = statistics.median(seconds[kind])
+        precision = "bf16" if "bf16" in kind else "fp32"
+        diff = outputs[kind].astype(np.float64) - outputs[REFERENCE]
+        rows[kind] = {
+            "seconds": s,
+            "mp_per_s": megapixels / s,
+            "gflop_per_s": gflop / s,
+            "limit_share": gflop / s / limits[precision],
+            "rms_vs_fp32": float(np.sqrt(np.mean(diff**2))),
+            "max_vs_fp32": float(np.abs(diff).max()),
+        }
+    ref = rows[REFERENCE]
+    within = [k for k in kinds if k != REFERENCE and rows[k]["rms_vs_fp32"] <= RMS_BOUND]
+    best = max(within, key=lambda k: rows[k]["mp_per_s"])
+    best_fn = kinds[best]
+
+    frame_rows = {}
+    for name, width, height, batch in FRAME_JOBS:
+        frames = np.stack([synthetic_photo(width, height, seed) for seed in range(batch)])
+        best_fn(frames)  # warm-up at this size
+        times = [timed(best_fn, frames)[0] for _ in range(args.repeats)]
+        ref_time = timed(kinds[REFERENCE], frames)[0]
+        frame_rows[name] = {"frames_per_s": batch / statistics.median(times), "fp32_frames_per_s": batch / ref_time}
+
+    print(f"machine: {cpu_name()}, {torch.get_num_threads()} threads; torch {torch.__version__}; load {load:.2f}")
     print(
-        f"{WIDTH}×{HEIGHT} → ×{SCALE} ({megapixels:.0f} MP out), generator {BLOCKS} blocks × {CHANNELS} channels, "
-        f"tile {DEFAULT_TILE}, medians of {args.repeats} interleaved runs"
+        f"limit: matmul {limits['fp32']:.0f} GFLOP/s fp32, {limits['bf16']:.0f} GFLOP/s bf16; generator "
+        f"{DEFAULT_RELEASED}, {gflop:.0f} GFLOP for {SIDE}×{SIDE} → {4 * SIDE}×{4 * SIDE}; medians of {args.repeats}"
+        + (f"; torch.compile took {compile_s:.0f} s" if compiled is not None else "")
     )
-    print(
-        f"{'kind':<11} {'precision':<9} {'out MP/s':>9} {'speed ×ref':>10} {'peak MB':>8} {'peak ×ref':>9} "
-        f"{'(peak − start) MB':>18}"
-    )
-    for kind in KINDS:
-        m = median[kind]
+    print(f"{'kind':<33} {'out MP/s':>8} {'× fp32':>7} {'GFLOP/s':>8} {'of limit':>8} {'RMS':>6} {'max':>4}")
+    for kind, row in rows.items():
         print(
-            f"{kind:<11} {runs[kind][0]['precision']:<9} {megapixels / m['seconds']:9.3f} "
-            f"{ref['seconds'] / m['seconds']:10.2f} "
-            f"{m['peak_mb']:8.0f} {m['peak_mb'] / ref['peak_mb']:9.2f} {m['peak_mb'] - m['base_mb']:18.0f}"
+            f"{kind:<33} {row['mp_per_s']:8.3f} {row['mp_per_s'] / ref['mp_per_s']:7.2f} {row['gflop_per_s']:8.0f} "
+            f"{row['limit_share']:8.1%} {row['rms_vs_fp32']:6.3f} {row['max_vs_fp32']:4.0f}"
+        )
+    print(f"fastest within {RMS_BOUND} grey levels RMS of fp32: {best}")
+    for name, row in frame_rows.items():
+        print(f"  {name}: {row['frames_per_s']:.2f} frames/s ({row['fp32_frames_per_s']:.2f} fp32 eager)")
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "cpu": cpu_name(),
+                    "threads": torch.get_num_threads(),
+                    "best": best,
+                    "mp_per_s": rows[best]["mp_per_s"],
+                    "fp32_mp_per_s": ref["mp_per_s"],
+                    "ratio": rows[best]["mp_per_s"] / ref["mp_per_s"],
+                    "limit_share": rows[best]["limit_share"],
+                    "limits_gflop_per_s": limits,
+                    "compile_seconds": compile_s,
+                    "kinds": rows,
+                    "frames": frame_rows,
+                }
+            )
         )
 
 

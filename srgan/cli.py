@@ -1,9 +1,10 @@
 """The `srgan` command: use a trained model outside the pipeline.
 
 srgan eval --model {bicubic,PATH} --data DIR [--no-reference] [--scale 4] [--json]
-srgan upscale INPUT... -o OUT [--model PATH|URI] [--scale 4] [--tile N] [--format png|jpg|webp]
-              [--max-output-pixels N] [--device ...] [--precision ...]
-srgan export [--model PATH|URI] [--format onnx] -o gen.onnx
+srgan upscale INPUT... -o OUT [--model NAME|PATH|URI] [--scale 4] [--tile N] [--format png|jpg|webp]
+              [--max-output-pixels N] [--codec libx264] [--crf 18] [--pix-fmt yuv420p] [--batch 4]
+              [--device ...] [--precision ...]
+srgan export [--model NAME|PATH|URI] [--format onnx] -o gen.onnx
 srgan setup     (fetch and convert the LPIPS weights, once; `make` does it)
 """
 
@@ -16,20 +17,25 @@ from pathlib import Path
 
 import numpy as np
 
-from srgan.core.config import PreprocessParams, RuntimeParams
+from srgan.core.config import DEVICES, PRECISIONS, PreprocessParams, RuntimeParams
 from srgan.core.errors import SrganError, exit_on_error
 from srgan.core.metrics import CONVENTIONS, DEFAULT_CONVENTION, convention
 
 # The commands import torch and their modules when they run, not here: `srgan --help` and argument
 # errors answer at once, and no command imports mlflow unless it loads a model URI.
 from srgan.inference.limits import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_TILE, MIN_TILE
+from srgan.models.zoo import DEFAULT_RELEASED, RELEASED
 
-DEFAULT_MODEL = "models/srgan.pt"
+DEFAULT_MODEL = DEFAULT_RELEASED  # works on a fresh clone: the generator shipped in srgan/models/weights/
+MODEL_HELP = (
+    f"a released model ({', '.join(RELEASED)}), a generator file (models/srgan.pt after `dvc repro`) "
+    "or an MLflow model URI (runs:/…, models:/…)"
+)
 
 
 def _runtime_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
-    parser.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto")
+    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto")
     parser.add_argument(
         "--threads",
         type=_threads,
@@ -42,20 +48,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
     """Every metric (MSE, PSNR, SSIM, LPIPS, NIQE) of bicubic or a generator file on a folder of HR images; with
     `--no-reference`, the NIQE of its upscaled outputs of a folder of LR photos."""
     from srgan.core.runtime import resolve_runtime
-    from srgan.evaluation.evaluate import (
-        bicubic,
-        evaluate,
-        generator_upscaler,
-        no_reference_scores,
-        pairs_from_hr_folder,
-        read_folder,
-        to_json_line,
-    )
+    from srgan.evaluation.evaluate import bicubic, evaluate, generator_upscaler, no_reference_scores
+    from srgan.evaluation.folders import pairs_from_hr_folder, read_folder, to_json_line
     from srgan.evaluation.scores import METRICS, NO_REFERENCE, average
-    from srgan.models.checkpoint import load_generator
+    from srgan.inference.upscale import load_model
 
     rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision, threads=args.threads))
-    gen = None if args.model == "bicubic" else load_generator(args.model)
+    gen = None if args.model == "bicubic" else load_model(args.model)
     scale = gen.scale if gen else args.scale or 4
     if gen and args.scale and args.scale != scale:
         raise SrganError(f"{args.model}: a ×{scale} model, but --scale {args.scale} was asked for")
@@ -65,7 +64,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.no_reference:
         images = read_folder(args.data, scale, max_pixels)
         per_photo = no_reference_scores([(name, upscaler(lr_img)) for name, lr_img in images], crop_border=scale)
-        values = {m.name: float(np.mean([v[m.name] for v in per_photo])) for m in NO_REFERENCE}
+        values = {m.name: _mean_of_known([v[m.name] for v in per_photo]) for m in NO_REFERENCE}
         if args.json:
             print(json.dumps({"model": args.model, **values, "images": len(images), "crop_border": scale}))
         else:
@@ -84,31 +83,46 @@ def cmd_eval(args: argparse.Namespace) -> None:
         )
 
 
+def _mean_of_known(values: list[float]) -> float:
+    """The mean of the values an image could be given (NaN: NIQE of a flat image), or NaN if none."""
+    known = [v for v in values if not np.isnan(v)]
+    return float(np.mean(known)) if known else float("nan")
+
+
 def cmd_upscale(args: argparse.Namespace) -> None:
-    """Upscale image files and folders in tiles; one `error:` line per failed file, exit 2 if any."""
+    """Upscale images, videos and folders of them in tiles; one `error:` line per failed file, exit 2 if any."""
     from srgan.core.runtime import resolve_runtime
-    from srgan.inference.upscale import load_model, plan_jobs, upscale_files
+    from srgan.inference.upscale import describe, load_model, noun, plan_jobs, upscale_files
+    from srgan.inference.video import VideoOptions
 
     jobs = plan_jobs(args.inputs, args.output, args.format)
     rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision, threads=args.threads))
     gen = load_model(args.model)
     if args.scale and args.scale != gen.scale:
         raise SrganError(f"{args.model}: a ×{gen.scale} model, but --scale {args.scale} was asked for")
-    if sys.stderr.isatty():
-        print(f"{args.model}: ×{gen.scale}; {len(jobs)} image{'s' * (len(jobs) != 1)} to upscale", file=sys.stderr)
+    released = f" (released: {RELEASED[args.model].summary})" if args.model in RELEASED else ""
+    print(f"{args.model}{released}: ×{gen.scale}; {describe(jobs)} to upscale", file=sys.stderr)
+    video = VideoOptions(codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, batch=args.batch)
     # Bars only on a terminal: in logs they would bury the error lines.
     failed = upscale_files(
-        gen, jobs, rt, tile=args.tile, max_output_pixels=args.max_output_pixels, progress=sys.stderr.isatty()
+        gen,
+        jobs,
+        rt,
+        tile=args.tile,
+        max_output_pixels=args.max_output_pixels,
+        video=video,
+        progress=sys.stderr.isatty(),
     )
     if failed:
-        raise SrganError(f"{failed} of {len(jobs)} images failed")
+        raise SrganError(f"{failed} of {len(jobs)} {noun(jobs)} failed")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
     """Write the generator as ONNX (the only --format so far)."""
-    from srgan.inference.export import export_onnx
+    from srgan.inference.export import check_onnx_target, export_onnx
     from srgan.inference.upscale import load_model
 
+    check_onnx_target(args.model, args.output)
     export_onnx(load_model(args.model), args.output)
 
 
@@ -119,8 +133,16 @@ def cmd_setup(args: argparse.Namespace) -> None:
     setup()
 
 
+def _whole_number(text: str) -> int:
+    """`int(text)`, refused in the option's own words (argparse would name this function)."""
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
     return value
@@ -131,12 +153,19 @@ def _threads(text: str) -> int | str:
         return text
     try:
         return _positive_int(text)
-    except ValueError:
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"must be auto or a thread count, got {text!r}") from None
 
 
+def _crf(text: str) -> int:
+    value = _whole_number(text)
+    if not 0 <= value <= 51:
+        raise argparse.ArgumentTypeError(f"must be 0 to 51, got {value}")
+    return value
+
+
 def _tile(text: str) -> int:
-    value = int(text)
+    value = _whole_number(text)
     if value < MIN_TILE:
         raise argparse.ArgumentTypeError(
             f"must be at least {MIN_TILE} px (smaller tiles redo more context than they compute), got {value}"
@@ -159,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_eval(commands: argparse._SubParsersAction) -> None:
     ev = commands.add_parser("eval", help="measure a model on a folder of HR images (or of LR photos: --no-reference)")
-    ev.add_argument("--model", required=True, help="'bicubic' or a generator file (models/srgan.pt)")
+    ev.add_argument("--model", required=True, help=f"'bicubic', {MODEL_HELP}")
     ev.add_argument("--data", type=Path, required=True, help="folder of HR images (LR photos with --no-reference)")
     ev.add_argument(
         "--no-reference",
@@ -186,18 +215,22 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
 
 def _add_upscale(commands: argparse._SubParsersAction) -> None:
     up = commands.add_parser("upscale", help="upscale images of any size, tile by tile")
-    up.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders of images (not recursed)")
+    up.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="image or video files, or folders of them (not recursed)"
+    )
     up.add_argument(
         "-o",
         "--output",
         required=True,
         metavar="OUT",
-        help="an image file (.png, .jpg, .webp) for one input file, else a folder (created if needed)",
+        help="for one input file: an image file (.png, .jpg, .webp) or a video file (.mp4, .m4v, .mov); "
+        "else a folder (created if needed)",
     )
     up.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"generator file or MLflow model URI (runs:/…, models:/…); default {DEFAULT_MODEL}",
+        help=f"{MODEL_HELP}; default {DEFAULT_MODEL}: {RELEASED[DEFAULT_MODEL].summary} "
+        "(card: srgan/models/weights/README.md)",
     )
     up.add_argument(
         "--tile",
@@ -225,15 +258,19 @@ def _add_upscale(commands: argparse._SubParsersAction) -> None:
         help=f"refuse inputs whose output would be larger (default {DEFAULT_MAX_OUTPUT_PIXELS}; "
         "the output needs about 3 bytes a pixel, 7 while it is encoded)",
     )
+    up.add_argument("--codec", default="libx264", help="video encoder, any FFmpeg encoder (default libx264: H.264)")
+    up.add_argument(
+        "--crf", type=_crf, default=18, help="video quality for libx264/libx265, 0 (lossless) to 51 (default 18)"
+    )
+    up.add_argument("--pix-fmt", default="yuv420p", help="video pixel format (default yuv420p: plays everywhere)")
+    up.add_argument("--batch", type=_positive_int, default=4, help="video frames through the model at once (default 4)")
     _runtime_options(up)
     up.set_defaults(func=cmd_upscale)
 
 
 def _add_export(commands: argparse._SubParsersAction) -> None:
     ex = commands.add_parser("export", help="write the generator for other runtimes (ONNX)")
-    ex.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"generator file or MLflow model URI; default {DEFAULT_MODEL}"
-    )
+    ex.add_argument("--model", default=DEFAULT_MODEL, help=f"{MODEL_HELP}; default {DEFAULT_MODEL}")
     ex.add_argument("--format", choices=["onnx"], default="onnx", help="ONNX, opset 17, dynamic batch/height/width")
     ex.add_argument("-o", "--output", type=Path, required=True, help="the .onnx file to write")
     ex.set_defaults(func=cmd_export)

@@ -1,10 +1,5 @@
-"""`srgan upscale`: a trained generator on real photos of any size, in tiles, with bounded memory.
-
-A tile is a core of at most `tile`×`tile` LR pixels plus `context_radius(gen)` LR pixels of its
-neighbours on each side (clipped at the image border, exactly where whole-image inference sees its
-zero padding), so the core's output equals whole-image inference while the float work stays
-bounded by the tile size. Each tile's core is written straight into a preallocated uint8 output,
-the only image-sized array (3 bytes per output pixel).
+"""`srgan upscale`: a trained generator on real photos of any size, through the tiled inference
+of `srgan.inference.tiling` (bounded memory whatever the size).
 
 Images as people have them (`read_picture`): upright by their EXIF tag; gray stays gray (the model
 sees R = G = B, its output goes back to gray by BT.601 luma); an alpha channel is upscaled by
@@ -22,28 +17,40 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
-from torch import nn
 from tqdm import tqdm
 
 from srgan.core.errors import SrganError
 from srgan.core.runtime import Runtime
-from srgan.data.imageio import OUTPUT_FORMATS, Picture, check_writable, decode, output_format, to_picture, write_picture
-from srgan.data.sources import IMAGE_EXTENSIONS
+from srgan.data.imageio import (
+    IMAGE_EXTENSIONS,
+    OUTPUT_FORMATS,
+    Picture,
+    check_writable,
+    decode,
+    is_image,
+    output_format,
+    to_picture,
+    write_picture,
+)
 from srgan.inference.limits import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_TILE
+from srgan.inference.tiling import upscale_image
+from srgan.inference.video import (
+    VIDEO_EXTENSIONS,
+    VIDEO_MUXERS,
+    VideoOptions,
+    is_video,
+    output_container,
+    upscale_video,
+)
 from srgan.models.checkpoint import load_generator
-from srgan.models.networks import Generator
-
-# ITU-R BT.601 luma weights: a gray input's RGB output back to gray (the Y of `rgb_to_y`, without offset).
-_LUMA = torch.tensor([0.299, 0.587, 0.114])
-# Keys' cubic kernel reaches 2 input pixels each side of the sample point (F.interpolate "bicubic").
-_BICUBIC_RADIUS = 2
+from srgan.models.networks import ARCHITECTURES, Generator
+from srgan.models.zoo import RELEASED, released_path
 
 
 @dataclass(frozen=True)
 class Job:
-    """One input file and the path its upscaled image goes to."""
+    """One input file (an image or a video) and the path its upscaled version goes to."""
 
     source: Path
     target: Path
@@ -55,88 +62,24 @@ def is_model_uri(spec: str) -> bool:
 
 
 def load_model(spec: str) -> Generator:
-    """A generator from a checkpoint file (`srgan.models.checkpoint`) or from an MLflow model URI.
+    """A generator from a released name (`srgan.models.zoo`, its sha256 checked), a checkpoint
+    file (`srgan.models.checkpoint`) or an MLflow model URI.
 
     The URI is resolved by `srgan.core.tracking`, the only module that imports mlflow, and only when
     asked for: importing mlflow costs seconds.
     """
+    if spec in RELEASED:
+        return load_generator(released_path(spec))
     if not is_model_uri(spec):
         return load_generator(spec)
     from srgan.core.tracking import load_generator_from_uri
 
     gen = load_generator_from_uri(spec)
-    if not isinstance(gen, Generator):
-        raise SrganError(f"{spec}: is a {type(gen).__name__}, expected an srgan Generator")
+    if not isinstance(gen, tuple(ARCHITECTURES.values())):
+        raise SrganError(
+            f"{spec}: is a {type(gen).__name__}, not one of srgan's generators ({', '.join(ARCHITECTURES)})"
+        )
     return gen.eval()
-
-
-def context_radius(gen: Generator) -> int:
-    """LR pixels of context a tile needs on each side for its core to equal whole-image inference.
-
-    The generator's receptive-field radius, walked from its output back to its input: a k×k
-    convolution widens the margin by k // 2 pixels at its own resolution, and a PixelShuffle(f)
-    divides it by f, rounded up (tile cores start on LR pixel boundaries, so they stay aligned at
-    every resolution). Residual and global skips read less than the path they skip. The bicubic
-    skip reads 2 LR pixels each side. For ×2, ×4 and ×8 this comes to 2·blocks + 8.
-    """
-    margin = 0
-    for layer in reversed([m for m in gen.modules() if isinstance(m, (nn.Conv2d, nn.PixelShuffle))]):
-        if isinstance(layer, nn.PixelShuffle):
-            margin = -(-margin // layer.upscale_factor)
-        else:
-            if layer.stride != (1, 1):
-                raise ValueError(f"context_radius expects stride-1 convolutions, got {layer}")
-            margin += max(d * (k - 1) // 2 for d, k in zip(layer.dilation, layer.kernel_size))
-    return max(margin, _BICUBIC_RADIUS) if gen.bicubic_skip else margin
-
-
-def tile_spans(length: int, tile: int) -> list[tuple[int, int]]:
-    """Split [0, length) into the fewest spans of at most `tile`, of near-equal size (no sliver)."""
-    count = -(-length // tile)
-    size = -(-length // count)
-    return [(start, min(start + size, length)) for start in range(0, length, size)]
-
-
-def upscale_image(
-    gen: Generator, lr_img: np.ndarray, rt: Runtime, *, tile: int = DEFAULT_TILE, progress: bool = False
-) -> np.ndarray:
-    """uint8 (h, w, 3) RGB or (h, w) gray → uint8 (h·s, w·s[, 3]), tile by tile.
-
-    Moves `gen` to `rt.device` in channels_last (faster convolutions on CPU and CUDA), and runs it
-    in `torch.inference_mode` under `rt.autocast()` (bf16 where `rt` says).
-    A gray image goes through the model as R = G = B and comes back by BT.601 luma, the RGB output
-    and then the luma each rounded to integers. `progress` shows a tqdm bar of tiles on stderr.
-    Evaluation measures generators through this function too.
-    """
-    gray = lr_img.ndim == 2
-    scale, context = gen.scale, context_radius(gen)
-    height, width = lr_img.shape[:2]
-    gen = gen.to(rt.device, memory_format=torch.channels_last).eval()
-    sr_img = np.empty((height * scale, width * scale, *lr_img.shape[2:]), dtype=np.uint8)
-    luma = _LUMA.to(rt.device)[:, None, None]
-    spans = [(ys, xs) for ys in tile_spans(height, tile) for xs in tile_spans(width, tile)]
-    with torch.inference_mode():
-        for (y0, y1), (x0, x1) in tqdm(
-            spans, desc="tiles", unit="tile", leave=False, disable=not progress, file=sys.stderr
-        ):
-            rt.rebalance()  # another srgan process may have started or ended (runtime.threads auto)
-            # The core plus its context, clipped at the image border where the model zero-pads anyway.
-            cy0, cy1, cx0, cx1 = (
-                max(y0 - context, 0),
-                min(y1 + context, height),
-                max(x0 - context, 0),
-                min(x1 + context, width),
-            )
-            crop = torch.tensor(lr_img[cy0:cy1, cx0:cx1], device=rt.device)  # (th, tw[, 3]) uint8, a copy
-            crop = crop[None, None].expand(1, 3, -1, -1) if gray else crop.permute(2, 0, 1)[None]  # (1, 3, th, tw)
-            lr_tile = crop.float().div(255).contiguous(memory_format=torch.channels_last)  # in [0, 1]
-            with rt.autocast():
-                out = gen(lr_tile)  # (1, 3, th·s, tw·s), ~[0, 1]
-            core = out[0, :, (y0 - cy0) * scale : (y1 - cy0) * scale, (x0 - cx0) * scale : (x1 - cx0) * scale]
-            rgb = core.float().clamp(0, 1).mul(255).round()  # (3, (y1-y0)·s, (x1-x0)·s), integers 0..255
-            pixels = (rgb * luma).sum(0).round() if gray else rgb.permute(1, 2, 0)
-            sr_img[y0 * scale : y1 * scale, x0 * scale : x1 * scale] = pixels.to(torch.uint8).cpu().numpy()
-    return sr_img
 
 
 def read_picture(path: str | os.PathLike[str], *, scale: int, max_output_pixels: int) -> Picture:
@@ -196,40 +139,61 @@ def upscale_files(
     *,
     tile: int = DEFAULT_TILE,
     max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
+    video: VideoOptions = VideoOptions(),
     progress: bool = False,
 ) -> int:
-    """Upscale every job, going on past failures; print one `error:` line per failed file to
-    stderr and return how many failed. On Ctrl-C, say how many were written (each output is
-    complete or absent: writes are atomic)."""
+    """Upscale every job, images and videos, going on past failures; print one `error:` line per
+    failed file to stderr and return how many failed. On Ctrl-C, say how many files were written
+    (each output is complete or absent: writes are atomic) and how far a video had got."""
     failed = written = 0
     try:
-        for job in tqdm(jobs, desc="images", unit="image", disable=not progress, file=sys.stderr):
+        for job in tqdm(jobs, desc="files", unit="file", disable=not progress or len(jobs) == 1, file=sys.stderr):
             try:
-                upscale_file(gen, job, rt, tile=tile, max_output_pixels=max_output_pixels, progress=progress)
+                if is_video(job.source):
+                    upscale_video(gen, job.source, job.target, rt, options=video, tile=tile, progress=progress)
+                else:
+                    upscale_file(gen, job, rt, tile=tile, max_output_pixels=max_output_pixels, progress=progress)
                 written += 1
             except SrganError as err:
                 failed += 1
                 tqdm.write(f"error: {err}", file=sys.stderr)
-    except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"interrupted: {written} of {len(jobs)} images written") from None
+    except KeyboardInterrupt as err:
+        within = f" ({err})" if str(err) else ""
+        raise KeyboardInterrupt(f"interrupted: {written} of {len(jobs)} {noun(jobs)} written{within}") from None
     return failed
 
 
-def plan_jobs(inputs: Sequence[str | os.PathLike[str]], output: str, fmt: str | None = None) -> list[Job]:
-    """Pair each input image with its output path.
+def noun(jobs: Sequence[Job]) -> str:
+    """What to call the jobs in a count: "images", "videos", or "files" when they are both."""
+    videos = sum(is_video(job.source) for job in jobs)
+    return "videos" if videos == len(jobs) else "images" if videos == 0 else "files"
 
-    Inputs are files or folders (a folder's images by extension, not recursing). The output is a
-    file when there is one input file and `output` ends in .png/.jpg/.jpeg/.webp; otherwise a
-    folder, where each image keeps its name, with the extension `fmt` (png, jpg, webp) or its
-    own (PNG for inputs in other formats, such as TIFF).
+
+def describe(jobs: Sequence[Job]) -> str:
+    """ "1 image", "2 videos and 3 images": what a list of jobs holds."""
+    videos = sum(is_video(job.source) for job in jobs)
+    parts = [(videos, "video"), (len(jobs) - videos, "image")]
+    return " and ".join(f"{n} {what}{'s' * (n != 1)}" for n, what in parts if n) or "nothing"
+
+
+def plan_jobs(inputs: Sequence[str | os.PathLike[str]], output: str, fmt: str | None = None) -> list[Job]:
+    """Pair each input image or video with its output path.
+
+    Inputs are files or folders (a folder's images and videos by extension, not recursing). The
+    output is a file when there is one input file and `output` has an extension: an image's
+    .png/.jpg/.jpeg/.webp, a video's .mp4/.m4v/.mov. Otherwise it is a folder, where each file
+    keeps its name: an image with the extension `fmt` (png, jpg, webp) or its own (PNG for inputs
+    in other formats, such as TIFF), a video in its own container if it can be written, else .mp4.
     """
     sources: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            images = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-            if not images:
-                raise SrganError(f"{item}: no images ({', '.join(IMAGE_EXTENSIONS)})")
-            sources += images
+            found = sorted(p for p in item.iterdir() if p.is_file() and (is_image(p) or is_video(p)))
+            if not found:
+                raise SrganError(
+                    f"{item}: no images ({', '.join(IMAGE_EXTENSIONS)}) or videos ({', '.join(VIDEO_EXTENSIONS)})"
+                )
+            sources += found
         else:
             sources.append(item)  # a missing file fails on its own when read
     out = Path(output)
@@ -237,15 +201,21 @@ def plan_jobs(inputs: Sequence[str | os.PathLike[str]], output: str, fmt: str | 
     if not out.is_dir() and not output.endswith(("/", os.sep)) and out.suffix:
         if not one_file:
             raise SrganError(f"{output}: several inputs need an output folder, not a file name")
-        output_format(out)
-        if fmt is not None and OUTPUT_FORMATS[f".{fmt}"] != OUTPUT_FORMATS[out.suffix.lower()]:
-            raise SrganError(f"{output}: the extension disagrees with --format {fmt}")
+        if is_video(sources[0]):
+            output_container(out)
+        else:
+            output_format(out)
+            if fmt is not None and OUTPUT_FORMATS[f".{fmt}"] != OUTPUT_FORMATS[out.suffix.lower()]:
+                raise SrganError(f"{output}: the extension disagrees with --format {fmt}")
         if _same_file(sources[0], out):
             raise SrganError(f"{output}: the output would replace the input; choose another output name")
         return [Job(sources[0], out)]
     jobs: dict[Path, Job] = {}
     for source in sources:
-        suffix = f".{fmt}" if fmt else (source.suffix if source.suffix.lower() in OUTPUT_FORMATS else ".png")
+        if is_video(source):
+            suffix = source.suffix if source.suffix.lower() in VIDEO_MUXERS else ".mp4"
+        else:
+            suffix = f".{fmt}" if fmt else (source.suffix if source.suffix.lower() in OUTPUT_FORMATS else ".png")
         target = out / f"{source.stem}{suffix}"
         if target in jobs:
             raise SrganError(

@@ -1,0 +1,197 @@
+"""`srgan upscale` of a video file: decode → tiles → encode as one stream, with PyAV (its wheels
+bundle FFmpeg), so memory holds a batch of frames whatever the length of the clip.
+
+Kept from the input: every frame's timestamp (so the frame rate, variable or not), the display
+rotation tag (the pixels are upscaled as stored and the tag is copied, as players expect), and
+the first audio stream, copied packet by packet, never re-encoded. Frames are upscaled in
+batches of `batch` (`srgan.inference.tiling.upscale_batch`: one forward per tile position for all
+of them), as uint8 RGB (FFmpeg converts from and to the codec's YUV). The output is encoded
+with `codec` (H.264 by default) at `crf` in `pix_fmt`, into a temporary file renamed onto the
+target when the last frame is written: Ctrl-C or an error leaves no half file.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from srgan.core.atomic import atomic_path
+from srgan.core.errors import SrganError
+from srgan.core.runtime import Runtime
+from srgan.inference.limits import DEFAULT_TILE
+from srgan.inference.tiling import upscale_batch
+from srgan.models.networks import Generator
+
+# Containers the output can be written in, by extension (FFmpeg's muxer names): the ISO ones,
+# whose edit lists keep the first frame at its timestamp despite the encoder's B-frame delay
+# (Matroska shifts every timestamp by that delay, 64 ms for H.264). Inputs may be anything FFmpeg
+# reads; VIDEO_EXTENSIONS are the extensions a folder is searched for.
+VIDEO_MUXERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov"}
+VIDEO_EXTENSIONS = (*VIDEO_MUXERS, ".mkv", ".avi", ".webm")
+# Encoders whose quality is set by a constant rate factor.
+_CRF_CODECS = ("libx264", "libx265")
+
+
+@dataclass(frozen=True)
+class VideoOptions:
+    """How the output video is encoded, and how many frames go through the model at once."""
+
+    codec: str = "libx264"
+    crf: int = 18
+    pix_fmt: str = "yuv420p"
+    batch: int = 4
+
+
+def is_video(path: Path) -> bool:
+    """A video by its extension (how a folder's files are sorted into images and videos)."""
+    return path.suffix.lower() in VIDEO_EXTENSIONS
+
+
+def output_container(target: Path) -> str:
+    """The muxer for `target`'s extension, or an error naming the ones that work."""
+    muxer = VIDEO_MUXERS.get(target.suffix.lower())
+    if muxer is None:
+        raise SrganError(f"{target}: a video is written as {', '.join(VIDEO_MUXERS)}; choose one of those extensions")
+    return muxer
+
+
+def upscale_video(
+    gen: Generator,
+    source: Path,
+    target: Path,
+    rt: Runtime,
+    *,
+    options: VideoOptions = VideoOptions(),
+    tile: int = DEFAULT_TILE,
+    progress: bool = False,
+) -> int:
+    """Upscale every frame of `source` into `target`; return the number of frames written.
+
+    A `KeyboardInterrupt` comes back with how many frames were done and that `target` was not
+    written; every failure FFmpeg reports is an `SrganError` naming the file.
+    """
+    import av  # PyAV loads FFmpeg's libraries: only when a video is upscaled
+
+    muxer = output_container(target)
+    _check_encoder(av, options.codec)
+    try:
+        source_file = av.open(str(source))
+    except (av.FFmpegError, OSError) as err:
+        raise SrganError(f"{source}: not a video FFmpeg can read ({_reason(err)})") from None
+    done = 0
+    with source_file:
+        if not source_file.streams.video:
+            raise SrganError(f"{source}: holds no video stream")
+        video_in = source_file.streams.video[0]
+        video_in.thread_type = "AUTO"
+        audio_in = source_file.streams.audio[0] if source_file.streams.audio else None
+        total = video_in.frames or None
+        bar = tqdm(total=total, desc=source.name, unit="frame", disable=not progress, file=sys.stderr)
+        try:
+            with atomic_path(target, suffix=target.suffix) as tmp, av.open(str(tmp), "w", format=muxer) as sink:
+                writer = _Writer(av, sink, gen.scale, options, video_in, audio_in)
+                pending: list = []  # decoded frames waiting for a full batch
+                for packet in source_file.demux(*[s for s in (video_in, audio_in) if s is not None]):
+                    if packet.stream is audio_in:
+                        writer.audio(packet)
+                        continue
+                    for frame in _decode(av, packet, source):
+                        pending.append(frame)
+                        if len(pending) == options.batch:
+                            done += writer.frames(pending, upscale_batch(gen, _rgb(pending), rt, tile=tile))
+                            bar.update(len(pending))
+                            pending = []
+                if pending:
+                    done += writer.frames(pending, upscale_batch(gen, _rgb(pending), rt, tile=tile))
+                    bar.update(len(pending))
+                if done == 0:
+                    raise SrganError(f"{source}: no video frame could be decoded")
+                writer.close()
+        except KeyboardInterrupt:
+            raise KeyboardInterrupt(
+                f"interrupted: {done} of {total or '?'} frames of {source} upscaled; {target} not written"
+            ) from None
+        except av.FFmpegError as err:
+            raise SrganError(f"{target}: FFmpeg could not write it ({_reason(err)})") from None
+        finally:
+            bar.close()
+    return done
+
+
+class _Writer:
+    """The output container, its streams made from the first video frame (its size and rotation):
+    audio packets that arrive earlier wait until then."""
+
+    def __init__(self, av, sink, scale: int, options: VideoOptions, video_in, audio_in) -> None:
+        self.av, self.sink, self.scale, self.options = av, sink, scale, options
+        self.video_in, self.audio_in = video_in, audio_in
+        self.video_out = self.audio_out = None
+        self.waiting: list = []  # audio packets before the first video frame
+
+    def audio(self, packet) -> None:
+        if packet.dts is None:  # the demuxer's flush packet
+            return
+        if self.video_out is None:
+            self.waiting.append(packet)
+            return
+        packet.stream = self.audio_out
+        self.sink.mux(packet)
+
+    def frames(self, sources: list, upscaled: np.ndarray) -> int:
+        """Encode `upscaled` (n, H·s, W·s, 3) uint8 RGB with the timestamps of `sources`."""
+        if self.video_out is None:
+            self._open(sources[0], upscaled.shape[2], upscaled.shape[1])
+        for source, pixels in zip(sources, upscaled):
+            frame = self.av.VideoFrame.from_ndarray(pixels, format="rgb24")
+            frame.pts, frame.time_base = source.pts, source.time_base
+            self.sink.mux(self.video_out.encode(frame))
+        return len(sources)
+
+    def close(self) -> None:
+        self.sink.mux(self.video_out.encode())  # flush the encoder's delayed frames
+
+    def _open(self, first, width: int, height: int) -> None:
+        rate = self.video_in.average_rate or self.video_in.guessed_rate or Fraction(25)
+        stream = self.sink.add_stream(self.options.codec, rate=rate)
+        stream.width, stream.height, stream.pix_fmt = width, height, self.options.pix_fmt
+        stream.time_base = self.video_in.time_base
+        if self.options.codec in _CRF_CODECS:
+            stream.options = {"crf": str(self.options.crf)}
+        if first.rotation:
+            stream.set_display_rotation(first.rotation)
+        self.video_out = stream
+        if self.audio_in is not None:
+            self.audio_out = self.sink.add_stream_from_template(self.audio_in)
+        for packet in self.waiting:
+            self.audio(packet)
+        self.waiting = []
+
+
+def _decode(av, packet, source: Path) -> Iterator:
+    try:
+        yield from packet.decode()
+    except av.FFmpegError as err:
+        raise SrganError(f"{source}: a frame cannot be decoded ({_reason(err)}); the file is damaged") from None
+
+
+def _rgb(frames: list) -> np.ndarray:
+    """Decoded frames → uint8 (n, h, w, 3) RGB, each at the first frame's size."""
+    first = frames[0]
+    return np.stack([f.reformat(first.width, first.height, "rgb24").to_ndarray() for f in frames])
+
+
+def _check_encoder(av, codec: str) -> None:
+    try:
+        av.codec.Codec(codec, "w")
+    except (av.codec.codec.UnknownCodecError, av.FFmpegError):
+        raise SrganError(f"--codec {codec}: FFmpeg in PyAV has no such encoder; try libx264 (H.264)") from None
+
+
+def _reason(err: Exception) -> str:
+    return getattr(err, "strerror", None) or str(err).splitlines()[0]
