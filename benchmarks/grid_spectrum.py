@@ -24,7 +24,8 @@ import numpy as np
 from srgan.core.config import PreprocessParams, RuntimeParams
 from srgan.core.metrics import convention, rgb_to_y
 from srgan.core.runtime import cpu_name, resolve_runtime
-from srgan.evaluation.evaluate import generator_upscaler, pairs_from_hr_folder
+from srgan.evaluation.evaluate import generator_upscaler
+from srgan.evaluation.folders import pairs_from_hr_folder
 from srgan.models.checkpoint import load_generator
 
 PERIODS = (2, 4, 8, 16)

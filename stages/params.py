@@ -15,6 +15,7 @@ from pathlib import Path
 from srgan.core.atomic import write_text
 from srgan.core.config import load_params
 from srgan.core.errors import exit_on_error
+from srgan.models.networks import check_architecture
 
 
 @exit_on_error
@@ -22,7 +23,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stamp", type=Path, required=True, help="file written once params.yaml is valid")
     args = parser.parse_args()
-    load_params()
+    check_architecture(load_params().model.arch)
     write_text(args.stamp, "params.yaml: every key known, every value valid\n")
 
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from srgan.models.checkpoint import generator_config, save_generator
-from srgan.models.networks import Generator
+from srgan.models.networks import build_generator
 
 REPO = Path(__file__).resolve().parents[1]
 HEAVY = ("mlflow", "torch", "torchvision", "pandas")
@@ -35,7 +35,7 @@ def test_the_command_line_module_imports_no_heavy_package(tmp_path: Path) -> Non
 def test_upscale_imports_torch_but_not_mlflow_torchvision_or_pandas(tmp_path: Path) -> None:
     config = generator_config(4, 1, 8, True)
     torch.manual_seed(0)
-    save_generator(tmp_path / "gen.pt", Generator(**config).eval(), config)
+    save_generator(tmp_path / "gen.pt", build_generator(config).eval(), config)
     Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "in.png")
     code = "from srgan.cli import main\nmain(['upscale', 'in.png', '-o', 'out.png', '--model', 'gen.pt'])"
     assert imported_after(code, tmp_path) == {"torch"}

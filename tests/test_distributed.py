@@ -19,7 +19,7 @@ from srgan.core.config import load_params
 from srgan.core.runtime import seed_everything
 from srgan.data.batches import RandomCrops, Shards, to_float
 from srgan.models.checkpoint import generator_config, load_generator
-from srgan.models.networks import Generator, icnr_
+from srgan.models.networks import Generator, build_generator, icnr_
 from srgan.training.steps import adam
 
 STEPS = 60
@@ -50,7 +50,7 @@ def one_process_accumulating_half_batches(root: Path) -> tuple[dict[str, torch.T
     p = params.pretrain
     seed_everything(params.seed)
     config = generator_config(params.scale, params.model.blocks, params.model.channels, params.model.bicubic_skip)
-    gen = Generator(**config)
+    gen = build_generator(config)
     if p.icnr:
         icnr_(gen)
     gen = gen.to(memory_format=torch.channels_last).train()

@@ -57,3 +57,22 @@ def test_packages_hold_only_a_docstring() -> None:
         if init.parent == REPO / "srgan":
             code = [node for node in code if not (isinstance(node, ast.Assign) and node.targets[0].id == "__version__")]
         assert body and not code, f"{init.relative_to(REPO)}: only a docstring (and __version__ at the top)"
+
+
+# What only the `srgan` command runs: `srgan eval`'s folder reading and JSON line, upscale's job
+# planning, model-URI loading and video, export. Editing any of it must leave `dvc status` clean.
+CLI_ONLY = (
+    "srgan/cli.py",
+    "srgan/evaluation/folders.py",
+    "srgan/inference/upscale.py",
+    "srgan/inference/video.py",
+    "srgan/inference/export.py",
+    "srgan/models/zoo.py",
+)
+
+
+@pytest.mark.parametrize("stage", list(SPEC["stages"]))
+def test_code_only_the_command_runs_is_no_stage_dependency(stage: str) -> None:
+    assert all((REPO / path).is_file() for path in CLI_ONLY)
+    assert not set(CLI_ONLY) & set(SPEC["stages"][stage]["deps"])
+    assert not set(CLI_ONLY) & import_closure(f"stages/{stage}.py")

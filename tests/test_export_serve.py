@@ -61,6 +61,35 @@ def test_onnx_export_has_dynamic_axes_and_agrees_with_pytorch(tmp_path: Path, bi
         assert np.abs(sr_onnx - sr_torch).max() <= ONNX_TOLERANCE
 
 
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("gen.pt", "gen.pt: srgan export writes ONNX; name the file .onnx"),  # the model itself
+        ("g.png", "g.png: srgan export writes ONNX; name the file .onnx"),
+        ("folder", "folder: is a folder; name the file to write, e.g. folder/generator.onnx"),
+        ("file.txt/g.onnx", "file.txt/g.onnx: file.txt is a file, not a folder"),
+        ("same.onnx", "same.onnx: is the model being exported; choose another output name"),
+    ],
+)
+def test_export_refuses_an_output_it_must_not_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], output: str, message: str
+) -> None:
+    """One line each, and every file as it was: the checkpoint is never overwritten with ONNX."""
+    monkeypatch.chdir(tmp_path)
+    save_generator(tmp_path / "gen.pt", random_generator(False), generator_config(4, 2, 8, False))
+    (tmp_path / "same.onnx").symlink_to(tmp_path / "gen.pt")  # a model file under an .onnx name
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file.txt").write_text("a file")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    model = "same.onnx" if output == "same.onnx" else "gen.pt"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--model", model, "-o", output])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+    assert list((tmp_path / "folder").iterdir()) == []
+
+
 def test_onnx_opset_is_the_documented_one(tmp_path: Path) -> None:
     import onnx
 

@@ -44,6 +44,35 @@ def test_pretrain_resumes_after_sigkill_and_ends_at_the_configured_step(tmp_path
     assert load_generator(tmp_path / "models" / "srresnet.pt").scale == 4
 
 
+def test_steps_logged_after_the_last_checkpoint_are_logged_once_after_a_sigkill(tmp_path: Path) -> None:
+    """A crash after the checkpoint at step 50 but after steps 60, 70… were logged: the resumed
+    execution redoes those steps and the run's curve still holds each step once."""
+    write_tiny_project(tmp_path, steps=200)
+    params = tmp_path / "params.yaml"
+    params.write_text(params.read_text().replace("checkpoint_every: 5", "checkpoint_every: 50"))
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    proc = stage(tmp_path, "pretrain", *PRETRAIN)
+    wait_for_first_checkpoint(tmp_path)
+    deadline = time.time() + 120
+    logged: list[int] = []
+    while max(logged, default=0) < 70:
+        assert proc.poll() is None and time.time() < deadline, "the stage ended before step 70 was logged"
+        time.sleep(0.05)
+        runs = client.search_runs([client.get_experiment_by_name("srgan").experiment_id])
+        logged = [point.step for point in client.get_metric_history(runs[0].info.run_id, "loss")] if runs else []
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = torch.load(next((tmp_path / ".cache" / "pretrain").glob("*/last.pt")), weights_only=True)
+    assert saved["step"] < max(logged)  # points past the checkpoint were logged before the crash
+
+    second = stage(tmp_path, "pretrain", *PRETRAIN)
+    _, err = second.communicate(timeout=300)
+    assert second.returncode == 0, err
+    [run] = client.search_runs([client.get_experiment_by_name("srgan").experiment_id])
+    assert [point.step for point in client.get_metric_history(run.info.run_id, "loss")] == list(range(10, 201, 10))
+    assert [point.step for point in client.get_metric_history(run.info.run_id, "val_psnr")] == list(range(0, 201, 10))
+
+
 def test_a_finished_run_in_one_precision_is_not_resumed_by_another(tmp_path: Path) -> None:
     write_tiny_project(tmp_path, steps=10)
     first = stage(tmp_path, "pretrain", *PRETRAIN)

@@ -106,11 +106,16 @@ class Tracker:
     """What stages log during a run; every curve point carries its `step`. `run_id`: the MLflow
     run it logs to, which a training checkpoint stores so a resumed execution continues it."""
 
-    def __init__(self, run_id: str = "") -> None:
+    def __init__(self, run_id: str = "", logged_through: int = -1) -> None:
         self.run_id = run_id
+        # A resumed run already holds points up to this step, from the execution that was killed
+        # after its last checkpoint: the resumed loop redoes those steps (with the same results,
+        # the checkpoint and seeds being the same) and they are not logged twice.
+        self.logged_through = logged_through
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        _retry(lambda: mlflow.log_metrics(metrics, step=step))
+        if step > self.logged_through:
+            _retry(lambda: mlflow.log_metrics(metrics, step=step))
 
     def log_params(self, params: dict[str, Any]) -> None:
         _retry(lambda: mlflow.log_params(params))
@@ -118,7 +123,8 @@ class Tracker:
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
         """`image`: uint8 (H, W, 3) RGB, one step of the image series `key`, which the MLflow UI
         shows with a step slider and side by side across runs."""
-        _retry(lambda: mlflow.log_image(image, key=key, step=step))
+        if step > self.logged_through:
+            _retry(lambda: mlflow.log_image(image, key=key, step=step))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         _retry(lambda: mlflow.log_artifact(str(path), artifact_path))
@@ -300,7 +306,7 @@ def stage_run(
     run, logged = _start_run(stage, resume, system_metrics)
     status = "FAILED"
     try:
-        tracker = Tracker(run.info.run_id)
+        tracker = Tracker(run.info.run_id, _last_logged_step(run.info.run_id) if logged else -1)
         # A reopened run keeps its params (MLflow refuses to change one); the checkpoint's hash
         # already guarantees the stage's own params are the same.
         tracker.log_params({key: value for key, value in params.items() if key not in logged})
@@ -338,6 +344,16 @@ def _start_run(stage: str, resume: str | None, system_metrics: bool) -> tuple[ml
         )
         return run, {}
     return _retry(lambda: mlflow.start_run(run_id=resume, tags=tags, log_system_metrics=system_metrics)), logged
+
+
+def _last_logged_step(run_id: str) -> int:
+    """The latest step of any metric a (reopened) run holds, or -1."""
+    client = MlflowClient()
+    keys = _retry(lambda: client.get_run(run_id)).data.metrics
+    steps = [
+        point.step for key in keys if not key.startswith("system/") for point in client.get_metric_history(run_id, key)
+    ]
+    return max(steps, default=-1)
 
 
 def load_generator_from_uri(model_uri: str) -> torch.nn.Module:

@@ -2,7 +2,7 @@
 
 An *upscaler* is any function uint8 LR (h, w[, 3]) → uint8 SR (h·s, w·s[, 3]); bicubic and a
 generator are both upscalers, so `srgan eval` and the evaluate stage share one measuring path.
-A generator runs through `srgan.inference.upscale.upscale_image`, the path `srgan upscale` uses.
+A generator runs through `srgan.inference.tiling.upscale_image`, the path `srgan upscale` uses.
 
 Both sides of SRGAN's trade-off are reported: distortion against HR (MSE, PSNR, SSIM) and
 perceptual error (the learned LPIPS distance to HR, and the no-reference NIQE, with HR's own NIQE
@@ -11,7 +11,6 @@ as the value a perfect result would have), every metric from `srgan.evaluation.s
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,10 +25,9 @@ from srgan.core.errors import SrganError
 from srgan.core.metrics import Convention, convention
 from srgan.core.provenance import dataset_digest
 from srgan.core.runtime import Runtime
-from srgan.data.imageio import ImageReadError, list_images, read_image
-from srgan.data.imresize import bicubic_upscale, imresize_rounded_once, imresize_uint8, modcrop
-from srgan.data.sources import IMAGE_EXTENSIONS, slug
-from srgan.evaluation.niqe import niqe_measures, niqe_min_size
+from srgan.data.imageio import list_images, read_image
+from srgan.data.imresize import bicubic_upscale, imresize_rounded_once, imresize_uint8
+from srgan.data.sources import slug
 from srgan.evaluation.report import (
     MODELS,
     SetResults,
@@ -40,8 +38,8 @@ from srgan.evaluation.report import (
     scores_table,
     write_reports,
 )
-from srgan.evaluation.scores import Scores, average, measure, no_reference
-from srgan.inference.upscale import upscale_image
+from srgan.evaluation.scores import Scores, average, measure, no_reference, unmeasured
+from srgan.inference.tiling import upscale_image
 from srgan.models.checkpoint import load_generator
 from srgan.models.networks import Generator
 
@@ -81,69 +79,6 @@ def generator_upscaler(gen: Generator, rt: Runtime) -> Upscaler:
     return lambda lr_img: upscale_image(gen, lr_img, rt)
 
 
-def _user_images(folder: Path) -> list[Path]:
-    """The image files of a folder a user named, or a one-line error if there are none."""
-    if not folder.is_dir():
-        raise SrganError(f"{folder}: not a folder of images")
-    files = [folder / name for name in list_images(folder)]
-    if not files:
-        raise SrganError(f"{folder}: no images ({', '.join(IMAGE_EXTENSIONS)})")
-    return files
-
-
-def _too_small(path: Path, shape: tuple[int, ...], crop_border: int, factor: int = 1) -> None:
-    """Refuse an image (of `shape`, before an upscaling by `factor`) smaller than every metric
-    needs: NIQE's two 96-px blocks after the border crop are the largest need (SSIM needs 11 px)."""
-    if niqe_measures((shape[0] * factor, shape[1] * factor), crop_border):
-        return
-    short, long = (-(-side // factor) for side in niqe_min_size(crop_border))
-    raise ImageReadError(
-        path,
-        f"too small to measure ({shape[1]}×{shape[0]} px; srgan eval needs at least "
-        f"{long}×{short} px, either way round)",
-    )
-
-
-def _measurable(folder: Path, read: Callable[[Path], T]) -> list[T]:
-    """`read` each image of a user's folder; one that cannot be measured (unreadable, too small)
-    is named in a warning line on stderr and skipped, so the others are still measured."""
-    found, skipped = [], 0
-    for path in _user_images(folder):
-        try:
-            found.append(read(path))
-        except ImageReadError as err:
-            skipped += 1
-            print(f"warning: {path}: {err.reason}; skipped", file=sys.stderr)
-    if not found:
-        raise SrganError(f"{folder}: none of its {skipped} images can be measured (see the warnings above)")
-    return found
-
-
-def pairs_from_hr_folder(folder: Path, conv: Convention, max_pixels: int) -> list[Pair]:
-    """Every measurable HR image of a folder, with its LR made as the convention says (for `srgan eval`)."""
-    scale = conv.crop_border
-
-    def read(path: Path) -> Pair:
-        hr_img = read_image(path, max_pixels=max_pixels, keep_gray=True)
-        _too_small(path, hr_img.shape, crop_border=scale)  # the minimum is a multiple of the scale: modcrop keeps it
-        hr_img = modcrop(hr_img, scale)
-        return Pair(path.stem, downscale(hr_img, scale, conv), hr_img)
-
-    return _measurable(folder, read)
-
-
-def read_folder(folder: Path, scale: int, max_pixels: int) -> list[tuple[str, np.ndarray]]:
-    """Every image of a folder whose ×`scale` output NIQE measures, as (name, uint8 (H, W, 3) RGB
-    or (H, W) gray), for `--no-reference`."""
-
-    def read(path: Path) -> tuple[str, np.ndarray]:
-        lr_img = read_image(path, max_pixels=max_pixels, keep_gray=True)
-        _too_small(path, lr_img.shape, crop_border=scale, factor=scale)
-        return path.relative_to(folder).as_posix(), lr_img
-
-    return _measurable(folder, read)
-
-
 def pairs_from_prepared(folder: Path, conv: Convention, max_pixels: int) -> list[Pair]:
     """The eval pairs preprocess wrote: `<folder>/hr/<name>.png` and `<folder>/lr/<name>.png`;
     under a convention that resizes in float, the LR is made again from the HR that way."""
@@ -172,18 +107,30 @@ def _named(name: str, compute: Callable[[], T]) -> T:
 def evaluate(upscaler: Upscaler, pairs: Sequence[Pair], conv: Convention) -> tuple[list[Scores], list[np.ndarray]]:
     """Each pair's scores (`average` gives the set's), and the SR images (kept for figures)."""
     outputs = [upscaler(pair.lr_img) for pair in pairs]
-    return [_named(pair.name, lambda: measure(sr, pair.hr_img, conv)) for sr, pair in zip(outputs, pairs)], outputs
+    scores = [_named(pair.name, lambda: measure(sr, pair.hr_img, conv)) for sr, pair in zip(outputs, pairs)]
+    for pair, result in zip(pairs, scores):
+        _warn_unmeasured(pair.name, result.values)
+    return scores, outputs
 
 
 def no_reference_scores(images: Sequence[tuple[str, np.ndarray]], crop_border: int) -> list[dict[str, float]]:
     """The no-reference metrics (NIQE) of each named uint8 image ((H, W, 3) RGB or (H, W) gray),
     `crop_border` px cropped."""
-    return [_named(name, lambda: no_reference(image, crop_border)) for name, image in images]
+    scores = [_named(name, lambda: no_reference(image, crop_border)) for name, image in images]
+    for (name, _), values in zip(images, scores):
+        _warn_unmeasured(name, values)
+    return scores
 
 
-def to_json_line(model: str, scores: Scores) -> str:
-    """`srgan eval --json`: exactly one flat JSON object, every metric of the table by its name."""
-    return json.dumps({"model": model, **scores.values, "images": scores.images, "convention": scores.convention})
+def _warn_unmeasured(name: str, values: dict[str, float]) -> None:
+    """Name an image whose scores lack a metric (NIQE of a flat image) on stderr; its mean leaves it out."""
+    missing = unmeasured(values)
+    if missing:
+        print(
+            f"warning: {name}: too flat for {', '.join(m.upper() for m in missing)} (no textured 96×96 blocks); "
+            "left out of that mean, its other metrics count",
+            file=sys.stderr,
+        )
 
 
 def run_evaluation(

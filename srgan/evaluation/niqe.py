@@ -199,13 +199,17 @@ def niqe(image: np.ndarray, *, crop_border: int) -> float:
     features = np.concatenate([scale1, scale2], axis=1)  # (blocks, 36)
     complete = features[~np.isnan(features).any(axis=1)]
     if complete.shape[0] < 2:
-        raise SrganError(
+        raise FlatImageError(
             f"NIQE needs at least two textured {_NIQE_BLOCK}x{_NIQE_BLOCK} blocks, got {complete.shape[0]} of "
             f"{features.shape[0]} in an image of shape {np.shape(image)} (flat blocks have no statistics)"
         )
     diff = model.mu - np.nanmean(features, axis=0)
     cov = np.cov(complete, rowvar=False)
     return float(np.sqrt(diff @ np.linalg.pinv((model.cov + cov) / 2) @ diff))
+
+
+class FlatImageError(SrganError):
+    """An image with too little texture for NIQE's statistics: its other metrics still count."""
 
 
 def _cropped_luma(image: np.ndarray, crop_border: int) -> np.ndarray:

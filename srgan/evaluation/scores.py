@@ -9,6 +9,7 @@ so HR gets a NIQE too, the value a perfect result would have.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -18,7 +19,7 @@ import numpy as np
 from srgan.core.errors import SrganError
 from srgan.core.metrics import Convention, mean_squared, prepare_pair, psnr_from_mse, ssim_prepared
 from srgan.evaluation.lpips import lpips
-from srgan.evaluation.niqe import niqe
+from srgan.evaluation.niqe import FlatImageError, niqe
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,12 @@ class Metric:
 
 
 def _niqe(m: Measured) -> float:
-    return niqe(m.sr_img, crop_border=m.conv.crop_border)
+    """NaN for an image too flat for NIQE's statistics: `average` leaves it out of the mean and
+    `unmeasured` names it, while its other metrics count."""
+    try:
+        return niqe(m.sr_img, crop_border=m.conv.crop_border)
+    except FlatImageError:
+        return math.nan
 
 
 METRICS: tuple[Metric, ...] = (
@@ -103,7 +109,8 @@ def no_reference(image: np.ndarray, crop_border: int) -> dict[str, float]:
 def average(results: Sequence[Scores]) -> Scores:
     """Mean of each per-image metric, weighted by image count, as the papers report.
 
-    PSNR is the mean of per-image dB values, not the PSNR of the mean MSE.
+    PSNR is the mean of per-image dB values, not the PSNR of the mean MSE. A metric an image
+    could not have (NaN: NIQE of a flat image) is averaged over the other images.
     """
     if not results:
         raise SrganError("no images to average metrics over")
@@ -111,8 +118,14 @@ def average(results: Sequence[Scores]) -> Scores:
     if len(names) != 1:
         raise SrganError(f"cannot average scores measured under different conventions: {sorted(names)}")
     weights = np.array([result.images for result in results], dtype=np.float64)
-    values = {
-        key: float(np.sum(weights * np.array([result[key] for result in results])) / weights.sum())
-        for key in results[0].values
-    }
+    values = {}
+    for key in results[0].values:
+        column = np.array([result[key] for result in results])
+        known = ~np.isnan(column)
+        values[key] = float(np.sum(weights[known] * column[known]) / weights[known].sum()) if known.any() else math.nan
     return Scores(values, int(weights.sum()), names.pop())
+
+
+def unmeasured(values: dict[str, float]) -> list[str]:
+    """The metrics an image's scores lack (NaN), by name."""
+    return [name for name, value in values.items() if math.isnan(value)]

@@ -23,13 +23,30 @@ from __future__ import annotations
 
 import os
 import warnings
+from pathlib import Path
 
 import torch
 
 from srgan.core.atomic import atomic_path
+from srgan.core.errors import SrganError
 from srgan.models.networks import Generator
 
 ONNX_OPSET = 17
+
+
+def check_onnx_target(model: str, output: Path) -> None:
+    """Refuse, before the model is loaded, an output that `srgan export` must not write: a folder,
+    a path under a file, a name without .onnx (the file would be ONNX whatever its name says), or
+    the model file itself."""
+    if output.is_dir():
+        raise SrganError(f"{output}: is a folder; name the file to write, e.g. {output / 'generator.onnx'}")
+    if output.suffix.lower() != ".onnx":
+        raise SrganError(f"{output}: srgan export writes ONNX; name the file .onnx")
+    blocker = next((parent for parent in output.parents if parent.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise SrganError(f"{output}: {blocker} is a file, not a folder")
+    if output.exists() and Path(model).exists() and os.path.samefile(model, output):
+        raise SrganError(f"{output}: is the model being exported; choose another output name")
 
 
 def export_onnx(gen: Generator, path: str | os.PathLike[str]) -> None:

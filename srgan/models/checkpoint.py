@@ -15,7 +15,7 @@ import torch
 
 from srgan.core.atomic import write_bytes
 from srgan.core.errors import SrganError
-from srgan.models.networks import Discriminator, Generator
+from srgan.models.networks import ARCHITECTURES, DEFAULT_ARCH, Discriminator, build_generator
 
 GENERATOR_FORMAT = "srgan-generator-v1"
 DISCRIMINATOR_FORMAT = "srgan-discriminator-v1"
@@ -58,22 +58,33 @@ def load(path: str | Path, expected_format: str) -> dict[str, Any]:
     return payload
 
 
-def generator_config(scale: int, blocks: int, channels: int, bicubic_skip: bool) -> dict[str, Any]:
-    return {"scale": scale, "blocks": blocks, "channels": channels, "bicubic_skip": bicubic_skip}
+def generator_config(
+    scale: int, blocks: int, channels: int, bicubic_skip: bool, arch: str = DEFAULT_ARCH
+) -> dict[str, Any]:
+    """What a generator file stores to rebuild its model: the architecture's name and arguments."""
+    return {"arch": arch, "scale": scale, "blocks": blocks, "channels": channels, "bicubic_skip": bicubic_skip}
 
 
-def save_generator(path: str | Path, model: Generator, config: dict[str, Any]) -> None:
+def save_generator(path: str | Path, model: torch.nn.Module, config: dict[str, Any]) -> None:
     save(path, {"format": GENERATOR_FORMAT, "config": config, "state_dict": cpu_state_dict(model)})
 
 
-def load_generator(path: str | Path, expect: dict[str, Any] | None = None) -> Generator:
-    """Rebuild the generator from its own stored config; `expect` refuses another architecture."""
+def load_generator(path: str | Path, expect: dict[str, Any] | None = None) -> torch.nn.Module:
+    """Rebuild the generator from its own stored config; `expect` refuses another architecture.
+
+    A file written before configs named their architecture holds an srresnet."""
     payload = load(path, GENERATOR_FORMAT)
     config = payload.get("config")
+    if isinstance(config, dict):
+        config = {"arch": DEFAULT_ARCH, **config}
+        if config["arch"] not in ARCHITECTURES:
+            raise SrganError(
+                f"{path}: architecture {config['arch']!r} is not one of this srgan's ({', '.join(ARCHITECTURES)})"
+            )
     if expect is not None:
         check_config(path, config if isinstance(config, dict) else {}, expect)
     try:
-        model = Generator(**config)
+        model = build_generator(config)
         model.load_state_dict(payload["state_dict"])
     except (TypeError, ValueError, RuntimeError, KeyError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -107,8 +118,8 @@ def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
 
 
-def plain_copy(gen: torch.nn.Module, config: dict[str, Any]) -> Generator:
+def plain_copy(gen: torch.nn.Module, config: dict[str, Any]) -> torch.nn.Module:
     """An fp32, contiguous-format CPU copy of the generator, as users load it."""
-    plain = Generator(**config)
+    plain = build_generator(config)
     plain.load_state_dict(cpu_state_dict(gen))
     return plain.eval()

@@ -1,7 +1,13 @@
-"""SRResNet generator and SRGAN discriminator (Ledig et al. 2017, Fig. 4), as plain `nn.Module`s.
+"""SRResNet generator and SRGAN discriminator (Ledig et al. 2017, Fig. 4), as plain `nn.Module`s,
+and the table of generator architectures by name (`model.arch`).
 
 Images enter and leave as (N, 3, H, W) float tensors, RGB, in [0, 1]. The generator's output is
 not clamped (the MSE gradient needs the raw values); callers clamp when they make images.
+
+A generator architecture is a class in `ARCHITECTURES`, built as `cls(scale=, blocks=, channels=,
+bicubic_skip=)` (the `model` params), with `scale` and `bicubic_skip` attributes, stride-1
+convolutions, and PixelShuffle or nearest `nn.Upsample` to enlarge (what tiling's context
+radius reads). Training, checkpoints, evaluation, upscale, export and serving then take it by name.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from srgan.core.errors import SrganError
 
 
 class ResidualBlock(nn.Module):
@@ -97,7 +105,7 @@ class Generator(nn.Module):
         return F.pixel_shuffle(x, 2)  # (N, 3, H, W)
 
 
-def icnr_(generator: Generator) -> None:
+def icnr_(generator: nn.Module) -> None:
     """ICNR initialisation (Aitken et al. 2017) of the generator's sub-pixel convolutions, in place.
 
     Each conv before a PixelShuffle(2) gets a kernel drawn for C outputs (PyTorch's default init)
@@ -106,12 +114,16 @@ def icnr_(generator: Generator) -> None:
     are equal: a nearest-neighbour upsampling of a convolution, free of the checkerboard a random
     sub-pixel kernel starts from. Training then moves the four copies apart.
     """
-    for layer in generator.upsample:
-        if isinstance(layer, nn.Conv2d):
-            narrow = nn.Conv2d(layer.in_channels, layer.out_channels // 4, layer.kernel_size, padding=layer.padding)
+    layers = list(generator.modules())
+    for layer, after in zip(layers, layers[1:]):
+        if isinstance(layer, nn.Conv2d) and isinstance(after, nn.PixelShuffle):
+            copies = after.upscale_factor**2
+            narrow = nn.Conv2d(
+                layer.in_channels, layer.out_channels // copies, layer.kernel_size, padding=layer.padding
+            )
             with torch.no_grad():
-                layer.weight.copy_(narrow.weight.repeat_interleave(4, dim=0))
-                layer.bias.copy_(narrow.bias.repeat_interleave(4))
+                layer.weight.copy_(narrow.weight.repeat_interleave(copies, dim=0))
+                layer.bias.copy_(narrow.bias.repeat_interleave(copies))
 
 
 def _subpixel_index(out_channels: int, in_channels: int, size: int) -> torch.Tensor:
@@ -133,6 +145,23 @@ def _subpixel_index(out_channels: int, in_channels: int, size: int) -> torch.Ten
         b, t = divmod(j + dx - r, 2)
         index[:, i, j, :, s, t, a + half, b + half] = source[:, :, dy, dx]
     return torch.from_numpy(index.reshape(out_channels * 4, in_channels * 4, 2 * half + 1, 2 * half + 1))
+
+
+# `model.arch` → generator class; a new architecture is one class and one entry here.
+ARCHITECTURES: dict[str, type[nn.Module]] = {"srresnet": Generator}
+DEFAULT_ARCH = "srresnet"  # what a checkpoint without an `arch` entry (written before it existed) holds
+
+
+def check_architecture(name: str) -> None:
+    """Refuse a `model.arch` that names no class here, listing those that exist."""
+    if name not in ARCHITECTURES:
+        raise SrganError(f"params: model.arch={name!r} is not an architecture: {', '.join(ARCHITECTURES)}")
+
+
+def build_generator(config: dict) -> nn.Module:
+    """The generator a checkpoint's config describes: `arch` (default srresnet) and its arguments."""
+    arguments = dict(config)
+    return ARCHITECTURES[arguments.pop("arch", DEFAULT_ARCH)](**arguments)
 
 
 # The discriminator's normalisation: the paper's BatchNorm, or spectral norm on every weight layer

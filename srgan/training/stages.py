@@ -28,7 +28,7 @@ from srgan.core.runtime import Runtime, project_root, resolve_runtime, seed_ever
 from srgan.core.tracking import Tracker
 from srgan.data.batches import RandomCrops, Shards, batch_loader, to_float
 from srgan.models import checkpoint
-from srgan.models.networks import Discriminator, Generator, icnr_
+from srgan.models.networks import Discriminator, build_generator, icnr_
 from srgan.training import distributed
 from srgan.training.loop import Intervals, Loop, LoopState, Scalars, run_loop
 from srgan.training.losses import ContentLoss, GeneratorLoss
@@ -78,7 +78,7 @@ def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> Tr
     p = params.pretrain
     rt, shards, val = _setup(params, data_dir, "pretrain.batch_size", p.batch_size)
     config = _generator_config(params)
-    gen = Generator(**config)
+    gen = build_generator(config)
     if p.icnr:
         icnr_(gen)
     gen = gen.to(rt.device, memory_format=torch.channels_last).train()
@@ -293,7 +293,7 @@ def _setup(params: Params, data_dir: Path, batch_key: str, batch_size: int) -> t
 
 def _generator_config(params: Params) -> dict[str, Any]:
     m = params.model
-    return checkpoint.generator_config(params.scale, m.blocks, m.channels, m.bicubic_skip)
+    return checkpoint.generator_config(params.scale, m.blocks, m.channels, m.bicubic_skip, m.arch)
 
 
 def _checkpoint_path(stage: str, params: Params, rt: Runtime, sections: tuple[str, ...], inputs: list[Path]) -> Path:
