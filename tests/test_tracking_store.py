@@ -1,4 +1,5 @@
-"""The MLflow store survives a process killed while it builds it (a stage SIGKILLed at start)."""
+"""The MLflow store survives a process killed while it builds it (a stage SIGKILLed at start); the
+registry can be pruned without losing what is still pointed at."""
 
 from __future__ import annotations
 
@@ -7,6 +8,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from srgan.cli import main
+from srgan.core.tracking import stage_run
+from srgan.models.checkpoint import generator_config, save_generator
+from srgan.models.networks import Generator
 
 REPO = Path(__file__).resolve().parents[1]
 OPEN = "import sys; from srgan.core.tracking import _use_store; _use_store(f'sqlite:///{sys.argv[1]}')"
@@ -37,3 +47,54 @@ def test_a_kill_while_the_store_is_built_leaves_it_complete_or_absent(tmp_path: 
         [sys.executable, "-c", check, *map(str, stores)], cwd=REPO, capture_output=True, text=True, timeout=300
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_registry_prune_keeps_the_newest_and_every_version_still_pointed_at(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Six train runs register versions 1–6; version 1 wrote the current models/srgan.pt, version 2
+    has an alias, version 3 is what the newest evaluate run measured. `--keep 2` deletes 4 alone
+    (5 and 6 are the newest), and the runs themselves stay."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "models").mkdir()
+    run_ids = []
+    for index in range(6):
+        torch.manual_seed(index)
+        gen = Generator(scale=4, blocks=1, channels=4)
+        with stage_run("train", {}) as tracker:
+            tracker.register_generator(tracker.log_generator(gen))
+            if index == 0:
+                save_generator(tmp_path / "models" / "srgan.pt", gen, generator_config(4, 1, 4, False))
+                tracker.record_output(tmp_path / "models" / "srgan.pt")
+            run_ids.append(tracker.run_id)
+    with stage_run("evaluate", {}) as tracker:
+        tracker.set_tags({"lineage.srgan_run_id": run_ids[2]})
+    client = MlflowClient()
+    client.set_registered_model_alias("srgan-generator", "champion", "2")
+
+    main(["registry", "prune", "--keep", "2", "--dry-run"])
+    assert capsys.readouterr().out.splitlines()[0] == "srgan-generator: would delete 1 version (4); the newest 2 kept"
+    assert len(client.search_model_versions("name = 'srgan-generator'")) == 6
+    main(["registry", "prune", "--keep", "2"])
+    assert capsys.readouterr().out.splitlines() == [
+        "srgan-generator: deleted 1 version (4); the newest 2 kept",
+        "  kept version 3: measured by the newest evaluate run",
+        "  kept version 2: alias champion",
+        f"  kept version 1: wrote the current {tmp_path / 'models' / 'srgan.pt'}",
+    ]
+    assert sorted(int(v.version) for v in client.search_model_versions("name = 'srgan-generator'")) == [1, 2, 3, 5, 6]
+    assert all(client.get_run(run_id).info.lifecycle_stage == "active" for run_id in run_ids)
+
+
+def test_registry_prune_outside_a_repository_says_so_and_creates_no_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    with pytest.raises(SystemExit):
+        main(["registry", "prune", "--keep", "3"])
+    assert capsys.readouterr().err.startswith(f"error: no MLflow store here ({tmp_path / 'mlflow.db'} does not exist)")
+    assert list(tmp_path.iterdir()) == []

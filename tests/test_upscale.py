@@ -514,6 +514,6 @@ def test_a_run_uri_outside_the_repository_gets_a_hint_and_leaves_no_store(tmp_pa
     assert proc.returncode == 2
     assert err.strip().splitlines()[-1] == (
         f"error: runs:/0123456789abcdef/generator: no MLflow store here ({tmp_path / 'mlflow.db'} does not exist); "
-        "run from the repository that logged it, or set MLFLOW_TRACKING_URI (e.g. sqlite:////path/to/repo/mlflow.db)"
+        "run from the repository that ran the pipeline, or set MLFLOW_TRACKING_URI (e.g. sqlite:////path/to/repo/mlflow.db)"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]

@@ -356,6 +356,17 @@ def _last_logged_step(run_id: str) -> int:
     return max(steps, default=-1)
 
 
+def require_store(what: str = "") -> None:
+    """Refuse, in one line, to look things up in a store that does not exist: MLflow would create
+    an empty one in the working directory."""
+    if not os.environ.get("MLFLOW_TRACKING_URI") and not (project_root() / "mlflow.db").is_file():
+        raise SrganError(
+            f"{what + ': ' if what else ''}no MLflow store here ({project_root() / 'mlflow.db'} does not exist); "
+            "run from the repository that ran the pipeline, or set MLFLOW_TRACKING_URI "
+            "(e.g. sqlite:////path/to/repo/mlflow.db)"
+        )
+
+
 def load_generator_from_uri(model_uri: str) -> torch.nn.Module:
     """Load a generator logged by `Tracker.log_generator` (a `runs:/…` or `models:/…` URI).
 
@@ -364,13 +375,55 @@ def load_generator_from_uri(model_uri: str) -> torch.nn.Module:
     project's `mlflow.db` in the working directory: if there is none, the URI is refused before
     MLflow would create an empty store there.
     """
-    hint = "run from the repository that logged it, or set MLFLOW_TRACKING_URI (e.g. sqlite:////path/to/repo/mlflow.db)"
-    if not os.environ.get("MLFLOW_TRACKING_URI") and not (project_root() / "mlflow.db").is_file():
-        raise SrganError(f"{model_uri}: no MLflow store here ({project_root() / 'mlflow.db'} does not exist); {hint}")
+    require_store(model_uri)
     _use_store(tracking_uri())
+    hint = "check the run id or version (`mlflow ui` lists them)"
     try:
         return mlflow.pytorch.load_model(model_uri, map_location="cpu")
     except (MlflowException, OSError) as err:
         lines = str(err).strip().splitlines()
         first = (lines[0] if lines else type(err).__name__)[:200]
         raise SrganError(f"{model_uri}: cannot load the model ({first}); {hint}") from None
+
+
+def prune_registry(keep: int, current: list[Path], dry_run: bool = False) -> tuple[list[str], dict[str, str]]:
+    """Delete registered versions of `srgan-generator` beyond the `keep` newest, except those
+    still pointed at: a version with an alias, the version of the run that wrote one of the
+    `current` model files (by the sha256 its run recorded, as lineage finds it), and the version
+    the newest evaluate run's `lineage.srgan_run_id` measured. The runs and their artifacts stay.
+
+    Returns the versions deleted (or, with `dry_run`, that would be) and the kept ones beyond
+    `keep` with the reason each was kept."""
+    _use_store(tracking_uri())
+    client = MlflowClient()
+    versions = sorted(
+        _retry(lambda: client.search_model_versions(f"name = '{REGISTERED_MODEL}'")),
+        key=lambda v: int(v.version),
+        reverse=True,
+    )
+    pinned: dict[str, str] = {}  # run id -> why its version stays
+    experiment = client.get_experiment_by_name(EXPERIMENT)
+    if experiment is not None:
+        for path in (p for p in current if p.is_file()):
+            key = f"output.{path.name}.sha256"
+            runs = client.search_runs([experiment.experiment_id], f"tags.`{key}` = '{file_sha256(path)}'")
+            pinned.update({run.info.run_id: f"wrote the current {path}" for run in runs})
+        evaluations = client.search_runs(
+            [experiment.experiment_id], "tags.stage = 'evaluate'", order_by=["start_time DESC"], max_results=1
+        )
+        for run in evaluations:
+            if run.data.tags.get("lineage.srgan_run_id"):
+                pinned.setdefault(run.data.tags["lineage.srgan_run_id"], "measured by the newest evaluate run")
+    deleted, kept = [], {}
+    for version in versions[keep:]:
+        detail = _retry(lambda: client.get_model_version(REGISTERED_MODEL, version.version))
+        number = str(version.version)
+        if detail.aliases:
+            kept[number] = f"alias {', '.join(detail.aliases)}"
+        elif version.run_id in pinned:
+            kept[number] = pinned[version.run_id]
+        else:
+            if not dry_run:
+                _retry(lambda: client.delete_model_version(REGISTERED_MODEL, version.version))
+            deleted.append(number)
+    return deleted, kept
