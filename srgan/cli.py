@@ -70,7 +70,9 @@ def cmd_eval(args: argparse.Namespace) -> None:
             print(json.dumps({"model": args.model, **values, "images": len(images), "crop_border": scale}))
         else:
             shown = "  ".join(f"{m.heading} {m.format(values[m.name])}" for m in NO_REFERENCE)
-            print(f"{args.model} on {args.data} ({len(images)} images upscaled ×{scale}, no reference): {shown}")
+            print(
+                f"{args.model} on {args.data} ({_count(len(images), 'image')} upscaled ×{scale}, no reference): {shown}"
+            )
         return
     per_image, _ = evaluate(upscaler, pairs_from_hr_folder(args.data, conv, max_pixels), conv)
     scores = average(per_image)
@@ -79,9 +81,14 @@ def cmd_eval(args: argparse.Namespace) -> None:
     else:
         shown = "  ".join(f"{m.heading} {m.format(scores[m.name])}" for m in METRICS)
         print(
-            f"{args.model} on {args.data} ({scores.images} images, ×{scale}, {scores.convention} convention): "
-            f"{shown}  (↑ higher is better, ↓ lower)"
+            f"{args.model} on {args.data} ({_count(scores.images, 'image')}, ×{scale}, "
+            f"{scores.convention} convention): {shown}  (↑ higher is better, ↓ lower)"
         )
+
+
+def _count(number: int, noun: str) -> str:
+    """ "1 image", "2 images"."""
+    return f"{number} {noun}{'s' * (number != 1)}"
 
 
 def _mean_of_known(values: list[float]) -> float:
@@ -138,7 +145,7 @@ def cmd_registry_prune(args: argparse.Namespace) -> None:
         args.keep, [root / "models" / "srgan.pt", root / "models" / "srresnet.pt"], args.dry_run
     )
     verb = "would delete" if args.dry_run else "deleted"
-    print(f"srgan-generator: {verb} {len(deleted)} version{'s' * (len(deleted) != 1)}"
+    print(f"srgan-generator: {verb} {_count(len(deleted), 'version')}"
           + (f" ({', '.join(deleted)})" if deleted else "")
           + f"; the newest {args.keep} kept")  # fmt: skip
     for version, reason in kept.items():

@@ -145,3 +145,11 @@ def test_images_too_small_to_measure_are_named_and_skipped_and_the_rest_measured
         capsys.readouterr().err.splitlines()[-1]
         == f"error: {folder}: none of its 5 images can be measured (see the warnings above)"
     )
+
+
+def test_the_text_line_counts_one_image_in_the_singular(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = _save(tmp_path / "hr", {"astronaut": skimage.data.astronaut()[:200, :200]})
+    main(["eval", "--model", "bicubic", "--data", str(folder)])
+    line = capsys.readouterr().out.strip()
+    assert line.startswith(f"bicubic on {folder} (1 image, ×4, matlab convention): MSE ↓ ")
+    assert line.endswith("(↑ higher is better, ↓ lower)") and "LPIPS ↓" in line and "NIQE ↓" in line

@@ -517,3 +517,18 @@ def test_a_run_uri_outside_the_repository_gets_a_hint_and_leaves_no_store(tmp_pa
         "run from the repository that ran the pipeline, or set MLFLOW_TRACKING_URI (e.g. sqlite:////path/to/repo/mlflow.db)"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]
+
+
+def test_an_output_folder_that_is_a_file_is_named_as_such(
+    tmp_path: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "in").mkdir()
+    Image.fromarray(smooth_image(12, 16)).save(tmp_path / "in" / "a.png")
+    (tmp_path / "out").write_text("a file without an extension")
+    with pytest.raises(SystemExit):
+        upscale_cli(tmp_path / "in", "-o", tmp_path / "out", "--model", model_file)
+    assert error_lines(capsys.readouterr().err) == [
+        f"error: {tmp_path / 'out'}: is a file, not a folder; name a new folder (or, for one input, a file with an "
+        "image or video extension)"
+    ]
+    assert (tmp_path / "out").read_text() == "a file without an extension"

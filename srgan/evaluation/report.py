@@ -100,7 +100,7 @@ def results_markdown(results: dict[str, SetResults], conv: Convention, notes: Se
     for name, result in results.items():
         lines += [
             "",
-            f"## {name} ({result.images} images)",
+            f"## {name} ({result.images} image{'s' * (result.images != 1)})",
             "",
             "| metric | " + " | ".join([*(MODEL_LABELS[m] for m in MODELS), "HR"]) + " |",
             "|---|" + "---:|" * len(columns),

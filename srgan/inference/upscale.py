@@ -210,6 +210,11 @@ def plan_jobs(inputs: Sequence[str | os.PathLike[str]], output: str, fmt: str | 
         if _same_file(sources[0], out):
             raise SrganError(f"{output}: the output would replace the input; choose another output name")
         return [Job(sources[0], out)]
+    if out.exists() and not out.is_dir():
+        raise SrganError(
+            f"{output}: is a file, not a folder; name a new folder (or, for one input, a file with an image "
+            "or video extension)"
+        )
     jobs: dict[Path, Job] = {}
     for source in sources:
         if is_video(source):
