@@ -73,6 +73,22 @@ def test_steps_logged_after_the_last_checkpoint_are_logged_once_after_a_sigkill(
     assert [point.step for point in client.get_metric_history(run.info.run_id, "val_psnr")] == list(range(0, 201, 10))
 
 
+def test_a_forced_rerun_of_a_finished_stage_trains_again(tmp_path: Path) -> None:
+    """`dvc repro -f -s pretrain` runs the stage although its outs exist: it trains from step 0,
+    not "resumes" at the last step and rewrites the same file."""
+    write_tiny_project(tmp_path, steps=10)
+    for attempt in range(2):
+        proc = stage(tmp_path, "pretrain", *PRETRAIN)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        assert "resuming" not in err
+    assert "pretrain: " in err and "holds a finished run; training again from step 0" in err
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("srgan").experiment_id])
+    assert len(runs) == 2
+    assert all(len(client.get_metric_history(run.info.run_id, "loss")) == 2 for run in runs)  # steps 5 and 10 each
+
+
 def test_a_finished_run_in_one_precision_is_not_resumed_by_another(tmp_path: Path) -> None:
     write_tiny_project(tmp_path, steps=10)
     first = stage(tmp_path, "pretrain", *PRETRAIN)

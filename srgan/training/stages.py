@@ -175,7 +175,7 @@ class TrainingJob:
         self.stage, self.params, self.rt, self.val = stage, params, rt, val
         self.section = getattr(params, stage.name)
         self.path = _checkpoint_path(stage.name, params, rt, ("seed", "scale", "model", stage.name), stage.inputs)
-        self.state = _resume(stage, self.path, rt)
+        self.state = _resume(stage, self.path, rt, self.section.steps)
         self.lead = rt.rank == 0
         self.run_params = {**flatten(params), **rt.describe()}
         self._next_batch = _batch_source(stage, self.section, params, rt, shards, start=self.state.step)
@@ -247,12 +247,18 @@ def _batch_source(
     return next_batch
 
 
-def _resume(stage: TrainingStage, path: Path, rt: Runtime) -> LoopState:
+def _resume(stage: TrainingStage, path: Path, rt: Runtime, steps: int) -> LoopState:
     """The stage's modules and optimizers loaded from its checkpoint, if one exists, and the loop's
-    state; every process must find the same one."""
+    state; every process must find the same one.
+
+    A checkpoint of a finished run (all `steps` done) is not resumed: DVC runs a stage whose outs
+    it already has only when asked to (`dvc repro -f`), and then the stage trains again."""
     state = LoopState()
-    if path.exists():
-        saved = checkpoint.load(path, checkpoint.TRAINING_FORMAT)
+    saved = checkpoint.load(path, checkpoint.TRAINING_FORMAT) if path.exists() else None
+    if saved is not None and saved["step"] >= steps:
+        print(f"{stage.name}: {path} holds a finished run; training again from step 0", file=sys.stderr)
+        saved = None
+    if saved is not None:
         for name, module in stage.modules.items():
             module.load_state_dict(saved[name])
         for name, opt in stage.optimizers.items():
