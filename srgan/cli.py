@@ -177,10 +177,9 @@ def _positive_int(text: str) -> int:
 def _threads(text: str) -> int | str:
     if text == "auto":
         return text
-    try:
-        return _positive_int(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"must be auto or a thread count, got {text!r}") from None
+    if not text.strip().lstrip("+-").isdigit():
+        raise argparse.ArgumentTypeError(f"must be auto or a thread count, got {text!r}")
+    return _positive_int(text)
 
 
 def _crf(text: str) -> int:
