@@ -16,8 +16,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 from srgan.core.config import DEVICES, PRECISIONS, PreprocessParams, RuntimeParams
 from srgan.core.errors import SrganError, exit_on_error
 from srgan.core.metrics import CONVENTIONS, DEFAULT_CONVENTION, convention
@@ -51,7 +49,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from srgan.core.runtime import resolve_runtime
     from srgan.evaluation.evaluate import bicubic, evaluate, generator_upscaler, no_reference_scores
     from srgan.evaluation.folders import pairs_from_hr_folder, read_folder, to_json_line
-    from srgan.evaluation.scores import METRICS, NO_REFERENCE, average
+    from srgan.evaluation.scores import METRICS, NO_REFERENCE, Scores, average
     from srgan.inference.upscale import load_model
 
     rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision, threads=args.threads))
@@ -65,7 +63,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     if args.no_reference:
         images = read_folder(args.data, scale, max_pixels)
         per_photo = no_reference_scores([(name, upscaler(lr_img)) for name, lr_img in images], crop_border=scale)
-        values = {m.name: _mean_of_known([v[m.name] for v in per_photo]) for m in NO_REFERENCE}
+        values = average([Scores(photo, 1, "none") for photo in per_photo]).values  # NaN (a flat photo) left out
         if args.json:
             print(json.dumps({"model": args.model, **values, "images": len(images), "crop_border": scale}))
         else:
@@ -91,17 +89,11 @@ def _count(number: int, noun: str) -> str:
     return f"{number} {noun}{'s' * (number != 1)}"
 
 
-def _mean_of_known(values: list[float]) -> float:
-    """The mean of the values an image could be given (NaN: NIQE of a flat image), or NaN if none."""
-    known = [v for v in values if not np.isnan(v)]
-    return float(np.mean(known)) if known else float("nan")
-
-
 def cmd_upscale(args: argparse.Namespace) -> None:
     """Upscale images, videos and folders of them in tiles; one `error:` line per failed file, exit 2 if any."""
     from srgan.core.runtime import resolve_runtime
-    from srgan.inference.upscale import describe, load_model, noun, plan_jobs, upscale_files
-    from srgan.inference.video import VideoOptions
+    from srgan.inference.upscale import load_model, noun, plan_jobs, upscale_files
+    from srgan.inference.video import VideoOptions, is_video
 
     jobs = plan_jobs(args.inputs, args.output, args.format)
     rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision, threads=args.threads))
@@ -109,7 +101,9 @@ def cmd_upscale(args: argparse.Namespace) -> None:
     if args.scale and args.scale != gen.scale:
         raise SrganError(f"{args.model}: a ×{gen.scale} model, but --scale {args.scale} was asked for")
     released = f" (released: {RELEASED[args.model].summary})" if args.model in RELEASED else ""
-    print(f"{args.model}{released}: ×{gen.scale}; {describe(jobs)} to upscale", file=sys.stderr)
+    videos = sum(is_video(job.source) for job in jobs)
+    counts = [_count(n, what) for n, what in ((videos, "video"), (len(jobs) - videos, "image")) if n]
+    print(f"{args.model}{released}: ×{gen.scale}; {' and '.join(counts)} to upscale", file=sys.stderr)
     video = VideoOptions(codec=args.codec, crf=args.crf, pix_fmt=args.pix_fmt, batch=args.batch)
     # Bars only on a terminal: in logs they would bury the error lines.
     failed = upscale_files(
@@ -177,8 +171,10 @@ def _positive_int(text: str) -> int:
 def _threads(text: str) -> int | str:
     if text == "auto":
         return text
-    if not text.strip().lstrip("+-").isdigit():
-        raise argparse.ArgumentTypeError(f"must be auto or a thread count, got {text!r}")
+    try:
+        _whole_number(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"must be auto or a thread count, got {text!r}") from None
     return _positive_int(text)
 
 

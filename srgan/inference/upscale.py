@@ -169,13 +169,6 @@ def noun(jobs: Sequence[Job]) -> str:
     return "videos" if videos == len(jobs) else "images" if videos == 0 else "files"
 
 
-def describe(jobs: Sequence[Job]) -> str:
-    """ "1 image", "2 videos and 3 images": what a list of jobs holds."""
-    videos = sum(is_video(job.source) for job in jobs)
-    parts = [(videos, "video"), (len(jobs) - videos, "image")]
-    return " and ".join(f"{n} {what}{'s' * (n != 1)}" for n, what in parts if n) or "nothing"
-
-
 def plan_jobs(inputs: Sequence[str | os.PathLike[str]], output: str, fmt: str | None = None) -> list[Job]:
     """Pair each input image or video with its output path.
 

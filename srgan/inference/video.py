@@ -95,7 +95,7 @@ def upscale_video(
         bar = tqdm(total=total, desc=source.name, unit="frame", disable=not progress, file=sys.stderr)
         try:
             with atomic_path(target, suffix=target.suffix) as tmp, av.open(str(tmp), "w", format=muxer) as sink:
-                writer = _Writer(av, sink, gen.scale, options, video_in, audio_in)
+                writer = _Writer(av, sink, options, video_in, audio_in)
                 pending: list = []  # decoded frames waiting for a full batch
                 for packet in source_file.demux(*[s for s in (video_in, audio_in) if s is not None]):
                     if packet.stream is audio_in:
@@ -128,8 +128,8 @@ class _Writer:
     """The output container, its streams made from the first video frame (its size and rotation):
     audio packets that arrive earlier wait until then."""
 
-    def __init__(self, av, sink, scale: int, options: VideoOptions, video_in, audio_in) -> None:
-        self.av, self.sink, self.scale, self.options = av, sink, scale, options
+    def __init__(self, av, sink, options: VideoOptions, video_in, audio_in) -> None:
+        self.av, self.sink, self.options = av, sink, options
         self.video_in, self.audio_in = video_in, audio_in
         self.video_out = self.audio_out = None
         self.waiting: list = []  # audio packets before the first video frame
