@@ -23,11 +23,15 @@ $(STAMP): pyproject.toml
 repro: $(STAMP)
 	$(RUN) dvc repro
 
+# One pytest worker per core (pytest-xdist); the tests that share the session's reproduced tiny
+# project run on one worker (--dist loadgroup), so it is built once.
+PYTEST := $(RUN) python -m pytest -q -n auto --dist loadgroup
+
 test: lint
-	$(RUN) python -m pytest -q
+	$(PYTEST)
 
 test-fast: lint
-	$(RUN) python -m pytest -q -m "not e2e"
+	$(PYTEST) -m "not e2e"
 
 # ruff's rules and formatting (pyproject.toml [tool.ruff]); `ruff format .` fixes the formatting.
 lint: $(STAMP)

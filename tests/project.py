@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -26,10 +27,13 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
+STAGES = ("download", "preprocess", "pretrain", "train", "evaluate")
 TINY = {
     "preprocess": {"hr_size": 32, "stride": 16, "max_val_patches": 4, "workers": 2},
     "model": {"blocks": 1, "channels": 8, "d_channels": 4},
-    "runtime": {"workers": 0},
+    # Pinned: tests run beside each other (pytest -n), and under `auto` a stage's thread count, and
+    # so the last bits of BatchNorm and conv-gradient sums, would follow what else is computing.
+    "runtime": {"workers": 0, "threads": 1},
     "pretrain": {"steps": 20, "batch_size": 4, "crop_size": 16, "val_every": 10, "checkpoint_every": 10},
     "train": {"steps": 10, "batch_size": 4, "crop_size": 16, "val_every": 5, "checkpoint_every": 5},
     "evaluate": {"figures": 1, "figure_crop": 32},
@@ -152,3 +156,57 @@ def image_steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
         if parts[0] == key and parts[1] == "step" and name.endswith(".png"):
             steps.append(int(parts[2]))
     return sorted(steps)
+
+
+def stage_processes(dvc: subprocess.Popen[str]) -> dict[str, psutil.Process]:
+    """The running `python -m stages.<name>` processes that `dvc` started, by stage name. The
+    `params` check (well under a second, one stamp file written atomically) is not among them.
+    Only DVC's descendants are read: scanning every process on the machine at this rate took a
+    tenth of a core."""
+    found = {}
+    try:
+        children = psutil.Process(dvc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        return found
+    for proc in children:
+        try:
+            cmdline = proc.cmdline()
+        except psutil.Error:
+            continue  # ended meanwhile
+        if "-m" in cmdline and cmdline.index("-m") + 1 < len(cmdline):
+            module = cmdline[cmdline.index("-m") + 1]
+            if module.removeprefix("stages.") in STAGES:
+                found[module.removeprefix("stages.")] = proc
+    return found
+
+
+def dvc_repro(project: Path) -> subprocess.Popen[str]:
+    """`dvc repro` in its own process group, its output in `dvc-repro.log` beside the project."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME"):
+        env.pop(key, None)
+    with open(project.parent / "dvc-repro.log", "w") as log:
+        return subprocess.Popen(
+            ["dvc", "repro"],
+            cwd=project,
+            env=env,
+            text=True,
+            start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stage_lifetimes(project: Path) -> dict[str, float]:
+    """Run `dvc repro` to the end, watching how long each stage's process lives (seconds)."""
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    proc = dvc_repro(project)
+    while proc.poll() is None:
+        now = time.monotonic()
+        for name in stage_processes(proc):
+            first.setdefault(name, now)
+            last[name] = now
+        time.sleep(0.02)
+    assert proc.returncode == 0, (project.parent / "dvc-repro.log").read_text()[-3000:]
+    return {name: last[name] - first[name] for name in first}

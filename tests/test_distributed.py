@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
@@ -21,6 +22,8 @@ from srgan.data.batches import RandomCrops, Shards, to_float
 from srgan.models.checkpoint import generator_config, load_generator
 from srgan.models.networks import Generator, build_generator, icnr_
 from srgan.training.steps import adam
+
+pytestmark = pytest.mark.e2e  # torchrun and its worker processes
 
 STEPS = 60
 # fp32 all-reduce averaging and one-process accumulation add the same numbers in another order;

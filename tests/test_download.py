@@ -393,6 +393,7 @@ def _run_stage(cwd: Path, params: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.e2e  # the stage's own process, as DVC runs it
 def test_stage_rejects_unknown_source_before_any_work(tmp_path: Path) -> None:
     result = _run_stage(tmp_path, "data:\n  train: sample\n  eval: [sample, nosuch]\n")
     assert result.returncode == 2
@@ -402,6 +403,7 @@ def test_stage_rejects_unknown_source_before_any_work(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["params.yaml"]
 
 
+@pytest.mark.e2e  # the stage's own process, as DVC runs it
 def test_stage_writes_local_folder_and_sample(tmp_path: Path) -> None:
     images = tmp_path / "mine"
     (images / "deeper").mkdir(parents=True)

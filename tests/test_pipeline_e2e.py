@@ -1,43 +1,34 @@
 """The whole pipeline through the real DVC CLI, in a temporary git repository, with tiny params.
 
-These are the slow tests (`make test-fast` skips them): `dvc repro` of all five stages, a
-`dvc exp run` variant, and `make paper`'s overrides against a localhost HTTP server.
+These are slow tests (`make test-fast` skips them): `dvc repro` of all five stages (the session's
+shared run, conftest.py) and `dvc exp run` variants in it.
 """
 
 from __future__ import annotations
 
-import functools
-import http.server
-import io
 import json
 import math
-import tarfile
-import threading
-import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 import yaml
+from conftest import Reproduced
 from mlflow.tracking import MlflowClient
 from PIL import Image
-from project import BIN, REPO, TINY, make_project, mlflow_runs, out_hashes, photo, run, tiny_images
-from torchvision.models import vgg19
+from project import BIN, REPO, TINY, mlflow_runs, run
 
 from srgan.evaluation.scores import METRICS
 
-pytestmark = pytest.mark.e2e
+# One worker of `pytest -n` runs every test that shares the session's reproduced project.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("reproduced")]
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("e2e")
-    project = make_project(root, {**TINY, "data": tiny_images(root)})
-    run(["dvc", "repro"], project)
-    return project
+def pipeline(reproduced: Reproduced) -> Path:
+    """The session's reproduced tiny project (conftest.py); these tests run experiments in it."""
+    return reproduced.project
 
 
 def test_dvc_repro_builds_every_stage_and_reports(pipeline: Path) -> None:
@@ -77,31 +68,29 @@ def test_dvc_repro_builds_every_stage_and_reports(pipeline: Path) -> None:
     assert stages == {"download", "preprocess", "pretrain", "train", "evaluate"}
 
 
-def test_same_params_and_seed_give_identical_numbers_and_models(pipeline: Path, tmp_path: Path) -> None:
-    """Determinism: a second run from scratch gives the same metrics.json bytes and model hashes."""
-    params = (pipeline / "params.yaml").read_text()
-    again = make_project(tmp_path, {})
-    (again / "params.yaml").write_text(params)
-    run(["dvc", "repro"], again)
-    assert (again / "reports" / "metrics.json").read_bytes() == (pipeline / "reports" / "metrics.json").read_bytes()
-    first, second = out_hashes(pipeline), out_hashes(again)
-    for path in ("models/srresnet.pt", "models/srgan.pt", "models/discriminator.pt", "data/prepared"):
-        assert first[path] == second[path], path
-
-
-def test_exp_run_reruns_only_train_and_evaluate(pipeline: Path) -> None:
+def test_exp_run_reruns_only_train_and_evaluate_and_the_readmes_exp_show_shows_it(pipeline: Path) -> None:
+    # The baseline's results committed, as the repository ships them (dvc.lock, reports/).
+    run(["git", "add", "-A"], pipeline)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "baseline"], pipeline)
     before = {r.info.run_id for r in mlflow_runs(pipeline)}
     out = run(["dvc", "exp", "run", "-n", "adv2", "-S", "train.adv_weight=0.002"], pipeline)
     log = out.stdout + out.stderr
     assert "Running stage 'train'" in log and "Running stage 'evaluate'" in log
     for stage in ("download", "preprocess", "pretrain"):
         assert f"Running stage '{stage}'" not in log
-    shown = run(["dvc", "exp", "show", "--json"], pipeline).stdout
-    assert "adv2" in shown and "0.002" in shown
     new = [r for r in mlflow_runs(pipeline) if r.info.run_id not in before]
     assert sorted(r.data.tags["stage"] for r in new) == ["evaluate", "train"]
     assert {r.data.tags["dvc_exp"] for r in new} == {"adv2"}
     assert {r.data.params["train.adv_weight"] for r in new} == {"0.002"}
+
+    # The README's `dvc exp show` keeps params and metrics readable in a 250-column terminal.
+    (command,) = [line for line in readme_block("## Variants and comparisons") if line.startswith("dvc exp show")]
+    shown = run(["bash", "-c", command], pipeline, env={"COLUMNS": "250"}).stdout
+    lines = shown.splitlines()
+    assert max(map(len, lines)) <= 250, shown
+    header = next(line for line in lines if "Experiment" in line)
+    assert "adv_weight" in header and "psnr" in header and ".py" not in header, header
+    assert any("adv2" in line and "0.002" in line for line in lines), shown
 
 
 def test_evaluate_train_and_pretrain_are_linked_and_the_generator_is_registered(pipeline: Path, tmp_path: Path) -> None:
@@ -139,31 +128,17 @@ def test_evaluate_train_and_pretrain_are_linked_and_the_generator_is_registered(
     assert Image.open(tmp_path / "out.png").size == (40, 48)
 
 
-def test_plots_diff_shows_each_experiments_figures(pipeline: Path, tmp_path: Path) -> None:
-    """The evaluate figures are DVC image plots: `dvc plots diff` of two experiments renders both
-    experiments' own images in one page."""
-    for name, crop in (("crop-a", 24), ("crop-b", 16)):
-        run(["dvc", "exp", "run", "-n", name, "-S", f"evaluate.figure_crop={crop}"], pipeline)
-    out = tmp_path / "plots"
-    run(["dvc", "plots", "diff", "crop-a", "crop-b", "-o", str(out)], pipeline)
-    html = (out / "index.html").read_text()
-    sizes = {}
-    for name in ("crop-a", "crop-b"):
-        images = [p for p in (out / "static").glob("*.png") if name in p.name and "figures" in p.name]
-        assert len(images) == 2, (name, sorted(p.name for p in (out / "static").glob("*")))
-        assert all(f"static/{p.name}" in html for p in images)
-        figure = next(p for p in images if "perception_distortion" not in p.name)
-        sizes[name] = Image.open(figure).size
-    assert sizes["crop-a"] != sizes["crop-b"]  # each experiment's own figure, not one image twice
-
-
-def test_the_evaluate_stage_measures_under_the_convention_in_params(pipeline: Path) -> None:
-    """`evaluate.convention=basicsr` re-runs only evaluate, names the convention in results.md,
-    and measures bicubic on LR made in float (so its numbers move)."""
+def test_evaluate_only_experiments_convention_and_figures(pipeline: Path, tmp_path: Path) -> None:
+    """Two experiments that re-run only evaluate. `evaluate.convention=basicsr` names the
+    convention in results.md and measures bicubic on LR made in float (so its numbers move).
+    `evaluate.figure_crop` changes the figures, which are DVC image plots: `dvc plots diff` of
+    the two experiments renders each experiment's own images in one page."""
     matlab = json.loads((pipeline / "reports" / "metrics.json").read_text())
-    out = run(["dvc", "exp", "run", "-n", "basicsr", "-S", "evaluate.convention=basicsr"], pipeline)
-    log = out.stdout + out.stderr
-    assert "Running stage 'evaluate'" in log and "Running stage 'train'" not in log
+    crops = {"basicsr": TINY["evaluate"]["figure_crop"], "crop-a": 24}
+    for name, setting in (("basicsr", "evaluate.convention=basicsr"), ("crop-a", "evaluate.figure_crop=24")):
+        out = run(["dvc", "exp", "run", "-n", name, "-S", setting], pipeline)
+        log = out.stdout + out.stderr
+        assert "Running stage 'evaluate'" in log and "Running stage 'train'" not in log, name
     refs = run(["git", "for-each-ref", "refs/exps", "--format=%(refname)"], pipeline).stdout.split()
     (ref,) = [r for r in refs if r.endswith("/basicsr")]
     results = run(["git", "show", f"{ref}:reports/results.md"], pipeline).stdout
@@ -172,6 +147,18 @@ def test_the_evaluate_stage_measures_under_the_convention_in_params(pipeline: Pa
     (eval_set,) = matlab
     assert basicsr[eval_set]["bicubic"]["psnr"] != matlab[eval_set]["bicubic"]["psnr"]
     assert basicsr[eval_set]["hr"] == matlab[eval_set]["hr"]  # HR's NIQE does not depend on it
+
+    out = tmp_path / "plots"
+    run(["dvc", "plots", "diff", *crops, "-o", str(out)], pipeline)
+    html = (out / "index.html").read_text()
+    sizes = {}
+    for name in crops:
+        images = [p for p in (out / "static").glob("*.png") if name in p.name and "figures" in p.name]
+        assert len(images) == 2, (name, sorted(p.name for p in (out / "static").glob("*")))
+        assert all(f"static/{p.name}" in html for p in images)
+        figure = next(p for p in images if "perception_distortion" not in p.name)
+        sizes[name] = Image.open(figure).size
+    assert sizes["basicsr"] != sizes["crop-a"]  # each experiment's own figure, not one image twice
 
 
 def readme_block(after: str) -> list[str]:
@@ -208,70 +195,3 @@ def test_a_typo_in_exp_run_is_refused_before_any_out_is_touched_and_the_readme_r
     # The tests below start from a committed run, as a user who committed theirs would.
     run(["git", "add", "-A"], pipeline)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "a good run", "--allow-empty"], pipeline)
-
-
-def test_the_readmes_exp_show_keeps_params_and_metrics_readable(pipeline: Path) -> None:
-    run(["dvc", "exp", "run", "-n", "adv3", "-S", "train.adv_weight=0.003"], pipeline)
-    (command,) = [line for line in readme_block("## Variants and comparisons") if line.startswith("dvc exp show")]
-    shown = run(["bash", "-c", command], pipeline, env={"COLUMNS": "250"}).stdout
-    lines = shown.splitlines()
-    assert max(map(len, lines)) <= 250, shown
-    header = next(line for line in lines if "Experiment" in line)
-    assert "adv_weight" in header and "psnr" in header and ".py" not in header, header
-    assert any("adv3" in line and "0.003" in line for line in lines), shown
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@pytest.fixture()
-def http_root(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    root = tmp_path / "www"
-    root.mkdir()
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield root, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-
-
-def test_make_paper_overrides_run_end_to_end_with_vgg54(tmp_path: Path, http_root: tuple[Path, str]) -> None:
-    www, url = http_root
-    rng = np.random.default_rng(1)
-    # Laid out like the real archives: mirflickr/imN.jpg, and benchmark/<Set>/HR/*.png.
-    with zipfile.ZipFile(www / "mirflickr25k.zip", "w") as archive:
-        for i in range(1, 4):
-            buffer = io.BytesIO()
-            photo(rng, 300, 280).save(buffer, format="JPEG", quality=95)
-            archive.writestr(f"mirflickr/im{i}.jpg", buffer.getvalue())
-        archive.writestr("mirflickr/doc/license.txt", "test")
-    with tarfile.open(www / "benchmark.tar", "w") as archive:
-        for name in ("Set5/HR/baby.png", "Set14/HR/bridge.png"):
-            buffer = io.BytesIO()
-            photo(rng, 104, 200).save(buffer, format="PNG")  # NIQE's least: two 96-px blocks after the crop
-            info = tarfile.TarInfo(f"benchmark/{name}")
-            info.size = len(buffer.getvalue())
-            archive.addfile(info, io.BytesIO(buffer.getvalue()))
-    torch.manual_seed(0)
-    weights = tmp_path / "vgg19.pth"
-    torch.save(vgg19().state_dict(), weights)
-
-    project = make_project(tmp_path, {"runtime": {"workers": 0}, "preprocess": {"max_val_patches": 2}})
-    extra = (
-        f"-S data.train={url}/mirflickr25k.zip -S 'data.eval=[{url}/benchmark.tar]' "
-        "-S model.blocks=2 -S pretrain.steps=2 -S train.steps=2 -S pretrain.batch_size=2 -S train.batch_size=2 "
-        f"-S pretrain.val_every=2 -S train.val_every=2 -S train.vgg_weights={weights}"
-    )
-    venv = BIN.parent
-    run(["make", "-o", str(venv / ".installed"), "paper", f"VENV={venv}", f"PAPER_EXTRA={extra}"], project, timeout=900)
-    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
-    text = json.dumps(shown)
-    assert '"paper"' in text and "vgg54" in text and "mirflickr25k.zip" in text
-    train_runs = [r for r in mlflow_runs(project) if r.data.tags["stage"] == "train"]
-    assert train_runs and train_runs[-1].data.params["train.content_loss"] == "vgg54"
-    assert train_runs[-1].data.params["train.crop_size"] == "256"
-    assert train_runs[-1].data.tags["dvc_exp"] == "paper"

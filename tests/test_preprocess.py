@@ -253,6 +253,7 @@ def test_missing_source_folder_says_to_download(tmp_path: Path) -> None:
         preprocess(_params("div2k", ("set5",)), tmp_path / "raw", tmp_path / "out")
 
 
+@pytest.mark.e2e  # the stage's own process, as DVC runs it
 def test_stage_reads_params_and_raw_folders(inputs: tuple[Path, Path], tmp_path: Path) -> None:
     train_dir, eval_dir = inputs
     (tmp_path / "raw").mkdir()
@@ -271,6 +272,7 @@ def test_stage_reads_params_and_raw_folders(inputs: tuple[Path, Path], tmp_path:
     assert manifest["train"]["num_images"] + manifest["val"]["num_images"] == 7
 
 
+@pytest.mark.e2e  # the stage's own process, as DVC runs it
 def test_a_single_training_image_is_warned_about_in_the_log_and_the_manifest(tmp_path: Path) -> None:
     for folder in ("raw/div2k", "raw/set5"):
         (tmp_path / folder).mkdir(parents=True)
@@ -291,6 +293,7 @@ def test_a_single_training_image_is_warned_about_in_the_log_and_the_manifest(tmp
     assert manifest["train"]["images"] == manifest["val"]["images"] == ["only.png"]
 
 
+@pytest.mark.e2e  # the stage's own process, as DVC runs it
 def test_stage_rejects_unknown_params_key(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text("preprocess:\n  hr_sise: 128\n")
     result = _run_stage(tmp_path)
@@ -300,6 +303,7 @@ def test_stage_rejects_unknown_params_key(tmp_path: Path) -> None:
     assert not (tmp_path / "data").exists()
 
 
+@pytest.mark.e2e  # the stage's own process, as DVC runs it
 def test_ctrl_c_in_a_terminal_stops_the_pool_with_one_message_and_no_partial_out(tmp_path: Path) -> None:
     """A terminal's SIGINT reaches the stage and every pool worker at once. Only the main process
     answers: exit 130 and one line, no worker traceback, no process left, nothing half-written."""

@@ -13,6 +13,7 @@ import io
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -21,10 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Reproduced
 from mlflow.tracking import MlflowClient
-from project import TINY, image_steps, make_project, run, tiny_images
+from project import image_steps, run
 
-pytestmark = pytest.mark.e2e
+# One worker of `pytest -n` runs every test that shares the session's reproduced project.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("reproduced")]
 
 # name -> train.adv_weight
 EXPERIMENTS = {"adv-lo": 0.002, "adv-hi": 0.005}
@@ -117,8 +120,11 @@ def close(a: float, b: float) -> bool:
 
 
 @pytest.fixture()
-def project(tmp_path: Path) -> Iterator[Path]:
-    project = make_project(tmp_path, {**TINY, "data": tiny_images(tmp_path)})
+def project(reproduced: Reproduced, tmp_path: Path) -> Iterator[Path]:
+    """A copy of the session's reproduced tiny project (conftest.py) as it was after `dvc repro`:
+    the baseline the experiments start from, every stage run once; its own new MLflow store."""
+    project = tmp_path / "project"
+    shutil.copytree(reproduced.pristine, project, symlinks=True)
     try:
         yield project
     finally:
@@ -132,7 +138,7 @@ def project(tmp_path: Path) -> Iterator[Path]:
 
 
 def test_two_queued_experiments_run_concurrently_and_log_everything(project: Path) -> None:
-    run(["dvc", "repro"], project)  # the baseline: every stage once
+    assert "up to date" in run(["dvc", "status"], project).stdout  # the baseline: every stage ran once
     for name, weight in EXPERIMENTS.items():
         run(
             [

@@ -36,7 +36,8 @@ from project import (
 
 from srgan.models.checkpoint import load_generator
 
-pytestmark = pytest.mark.e2e
+# One worker of `pytest -n` runs both tests, so the served pipeline is built once.
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("served")]
 
 STAGES = ("download", "preprocess", "pretrain", "train", "evaluate")
 SERVER_START_TIMEOUT = 180  # s; the server imports mlflow and migrates a new sqlite database first

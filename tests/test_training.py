@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -19,34 +20,16 @@ from srgan.core.errors import SrganError
 from srgan.models import checkpoint
 from srgan.models.checkpoint import generator_config, load_generator, save_generator
 from srgan.models.networks import Generator
+from stages import pretrain as pretrain_stage
 
 
-def test_pretrain_resumes_after_sigkill_and_ends_at_the_configured_step(tmp_path: Path) -> None:
-    write_tiny_project(tmp_path, steps=400)
-    proc = stage(tmp_path, "pretrain", *PRETRAIN)
-    checkpoints = wait_for_first_checkpoint(tmp_path)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "models" / "srresnet.pt").exists()
-    saved = torch.load(next(checkpoints.glob("*/last.pt")), weights_only=True)
-    assert 5 <= saved["step"] < 400 and saved["step"] % 5 == 0
-
-    second = stage(tmp_path, "pretrain", *PRETRAIN)
-    _, err = second.communicate(timeout=300)
-    assert second.returncode == 0, err
-    resumed_from = int(err.split("resuming from step ")[1].split()[0])
-    assert resumed_from >= saved["step"]
-    rows = (tmp_path / "reports" / "plots" / "pretrain.csv").read_text().splitlines()
-    assert rows[0] == "step,loss,val_psnr,val_lpips"
-    steps = [int(r.split(",")[0]) for r in rows[1:]]
-    assert steps == list(range(5, 401, 5))  # no step lost or repeated across the kill
-    assert load_generator(tmp_path / "models" / "srresnet.pt").scale == 4
-
-
-def test_steps_logged_after_the_last_checkpoint_are_logged_once_after_a_sigkill(tmp_path: Path) -> None:
+@pytest.mark.e2e  # stage processes, run and stopped as DVC and a terminal do
+def test_a_sigkill_between_checkpoints_resumes_to_the_configured_step_and_logs_each_step_once(
+    tmp_path: Path,
+) -> None:
     """A crash after the checkpoint at step 50 but after steps 60, 70… were logged: the resumed
-    execution redoes those steps and the run's curve still holds each step once."""
+    execution continues from the checkpoint, redoes those steps, and ends at the configured step;
+    the curves CSV loses and repeats no row, and the run's MLflow curve holds each step once."""
     write_tiny_project(tmp_path, steps=200)
     params = tmp_path / "params.yaml"
     params.write_text(params.read_text().replace("checkpoint_every: 5", "checkpoint_every: 50"))
@@ -62,50 +45,28 @@ def test_steps_logged_after_the_last_checkpoint_are_logged_once_after_a_sigkill(
         logged = [point.step for point in client.get_metric_history(runs[0].info.run_id, "loss")] if runs else []
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert not (tmp_path / "models" / "srresnet.pt").exists()
     saved = torch.load(next((tmp_path / ".cache" / "pretrain").glob("*/last.pt")), weights_only=True)
-    assert saved["step"] < max(logged)  # points past the checkpoint were logged before the crash
+    assert saved["step"] % 50 == 0 and 50 <= saved["step"] < max(logged)  # points past it were logged
 
     second = stage(tmp_path, "pretrain", *PRETRAIN)
     _, err = second.communicate(timeout=300)
     assert second.returncode == 0, err
+    assert int(err.split("resuming from step ")[1].split()[0]) == saved["step"]
+    rows = (tmp_path / "reports" / "plots" / "pretrain.csv").read_text().splitlines()
+    assert rows[0] == "step,loss,val_psnr,val_lpips"
+    assert [int(r.split(",")[0]) for r in rows[1:]] == list(range(10, 201, 10))  # none lost or repeated
+    assert load_generator(tmp_path / "models" / "srresnet.pt").scale == 4
     [run] = client.search_runs([client.get_experiment_by_name("srgan").experiment_id])
     assert [point.step for point in client.get_metric_history(run.info.run_id, "loss")] == list(range(10, 201, 10))
     assert [point.step for point in client.get_metric_history(run.info.run_id, "val_psnr")] == list(range(0, 201, 10))
 
 
-def test_a_forced_rerun_of_a_finished_stage_trains_again(tmp_path: Path) -> None:
-    """`dvc repro -f -s pretrain` runs the stage although its outs exist: it trains from step 0,
-    not "resumes" at the last step and rewrites the same file."""
-    write_tiny_project(tmp_path, steps=10)
-    for attempt in range(2):
-        proc = stage(tmp_path, "pretrain", *PRETRAIN)
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
-        assert "resuming" not in err
-    assert "pretrain: " in err and "holds a finished run; training again from step 0" in err
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("srgan").experiment_id])
-    assert len(runs) == 2
-    assert all(len(client.get_metric_history(run.info.run_id, "loss")) == 2 for run in runs)  # steps 5 and 10 each
-
-
-def test_a_finished_run_in_one_precision_is_not_resumed_by_another(tmp_path: Path) -> None:
-    write_tiny_project(tmp_path, steps=10)
-    first = stage(tmp_path, "pretrain", *PRETRAIN)
-    _, err = first.communicate(timeout=300)
-    assert first.returncode == 0, err
-    fp32_model = (tmp_path / "models" / "srresnet.pt").read_bytes()
-    params = tmp_path / "params.yaml"
-    params.write_text(params.read_text().replace("precision: fp32", "precision: bf16"))
-    second = stage(tmp_path, "pretrain", *PRETRAIN)
-    _, err = second.communicate(timeout=300)
-    assert second.returncode == 0, err
-    assert "resuming" not in err
-    assert len(list((tmp_path / ".cache" / "pretrain").glob("*/last.pt"))) == 2
-    assert (tmp_path / "models" / "srresnet.pt").read_bytes() != fp32_model
-
-
-def test_tiny_pretrain_and_train_are_recorded_in_mlflow(tmp_path: Path) -> None:
+@pytest.mark.e2e  # stage processes, run and stopped as DVC and a terminal do
+def test_tiny_pretrain_and_train_are_recorded_in_mlflow_and_a_finished_run_is_not_resumed(tmp_path: Path) -> None:
+    """What MLflow records of a pretrain and a train run; then the same pretrain again (what
+    `dvc repro -f` runs) trains from step 0 instead of "resuming" at its last step, and pretrain
+    in another precision trains on its own instead of resuming the fp32 run."""
     write_tiny_project(tmp_path, steps=20)
     sample_every_second = {"MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL": "1"}  # MLflow's default: 10 s
     first = stage(tmp_path, "pretrain", *PRETRAIN, env=sample_every_second)
@@ -170,7 +131,28 @@ def test_tiny_pretrain_and_train_are_recorded_in_mlflow(tmp_path: Path) -> None:
     with torch.no_grad():
         assert torch.allclose(logged(x), reference(x), atol=1e-6)
 
+    fp32_model = (tmp_path / "models" / "srresnet.pt").read_bytes()
+    again = stage(tmp_path, "pretrain", *PRETRAIN)
+    _, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    assert "resuming" not in err and "holds a finished run; training again from step 0" in err
+    pretrain_runs = client.search_runs([experiment.experiment_id], "tags.stage = 'pretrain'")
+    assert len(pretrain_runs) == 2
+    for pretrain_run in pretrain_runs:
+        assert [m.step for m in client.get_metric_history(pretrain_run.info.run_id, "loss")] == [5, 10, 15, 20]
+    assert (tmp_path / "models" / "srresnet.pt").read_bytes() == fp32_model  # the same params train the same bytes
 
+    params = tmp_path / "params.yaml"
+    params.write_text(params.read_text().replace("precision: fp32", "precision: bf16"))
+    bf16 = stage(tmp_path, "pretrain", *PRETRAIN)
+    _, err = bf16.communicate(timeout=300)
+    assert bf16.returncode == 0, err
+    assert "resuming" not in err and "holds a finished run" not in err
+    assert len(list((tmp_path / ".cache" / "pretrain").glob("*/last.pt"))) == 2
+    assert (tmp_path / "models" / "srresnet.pt").read_bytes() != fp32_model
+
+
+@pytest.mark.e2e  # stage processes, run and stopped as DVC and a terminal do
 def test_nan_loss_stops_the_stage_and_keeps_the_last_checkpoint(tmp_path: Path) -> None:
     """A run stopped at a checkpoint resumes with Adam's running means poisoned (×1e30: the
     next update throws the weights to inf, as a runaway learning rate would). The loss check
@@ -221,17 +203,27 @@ def test_crafted_pickle_is_refused_and_its_code_does_not_run(tmp_path: Path) -> 
     assert not marker.exists()
 
 
-def test_unknown_and_ill_typed_params_fail_before_work(tmp_path: Path) -> None:
+def test_unknown_and_ill_typed_params_fail_before_work(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The stage's own `main()`, in this process (the refusal comes before any work, so a
+    subprocess would only add its start-up): exit 2, one line naming the key, no MLflow store."""
     write_tiny_project(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(sys, "argv", ["pretrain", *PRETRAIN])
     for bad, key in (("train: {adv_wieght: 0.1}", "train.adv_wieght"), ("train: {steps: -1}", "train.steps=-1")):
         (tmp_path / "params.yaml").write_text(bad)
-        proc = stage(tmp_path, "pretrain", *PRETRAIN)
-        _, err = proc.communicate(timeout=120)
-        assert proc.returncode == 2
+        with pytest.raises(SystemExit) as exit_:
+            pretrain_stage.main()
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
         assert err.strip().count("\n") == 0 and key in err
     assert not (tmp_path / "mlflow.db").exists()
 
 
+@pytest.mark.e2e  # stage processes, run and stopped as DVC and a terminal do
 def test_ctrl_c_in_a_terminal_saves_a_checkpoint_and_the_resumed_execution_is_one_mlflow_run(tmp_path: Path) -> None:
     """A terminal sends SIGINT to the whole foreground process group, DataLoader worker included.
     The worker must outlive it: the main process stops at the next log step and needs batches

@@ -14,14 +14,15 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_PARAMS = """
 preprocess: {hr_size: 32}
 model: {blocks: 1, channels: 8, d_channels: 4}
-runtime: {workers: 0, precision: fp32}
+runtime: {workers: 0, precision: fp32, threads: 1}
 pretrain: {steps: STEPS, batch_size: 2, crop_size: 16, val_every: 10, checkpoint_every: 5}
 train: {steps: 12, batch_size: 2, crop_size: 16, val_every: 6, checkpoint_every: 6}
 """
 
 
 def write_tiny_project(root: Path, steps: int = 20) -> None:
-    """Random 32→8 px shards (train: 24 patches, val: 4) and a params.yaml of tiny models."""
+    """Random 32→8 px shards (train: 24 patches, val: 4) and a params.yaml of tiny models, on one
+    thread (pinned as in project.TINY, so results do not depend on what runs beside the test)."""
     rng = np.random.default_rng(0)
     for split, count in (("train", 24), ("val", 4)):
         folder = root / "data" / "prepared" / split
