@@ -48,17 +48,22 @@ def photo(rng: np.random.Generator, height: int, width: int) -> Image.Image:
     return Image.fromarray(np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8))
 
 
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This environment with the venv first on PATH, without the MLflow/DVC run variables a test
+    may have inherited, and `extra` on top."""
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
+    for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME"):
+        env.pop(key, None)
+    return {**env, **(extra or {})}
+
+
 def run(
     cmd: list[str], cwd: Path, timeout: int = 600, env: dict[str, str] | None = None, check: bool = True
 ) -> subprocess.CompletedProcess[str]:
     """`cmd` with this venv first on PATH and no inherited MLflow/DVC run variables; `env` adds
     variables on top (e.g. `MLFLOW_TRACKING_URI` of a tracking server). `check`: fail the test
     unless it exits 0."""
-    full = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME"):
-        full.pop(key, None)
-    full.update(env or {})
-    result = subprocess.run(cmd, cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(cmd, cwd=cwd, env=clean_env(env), capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0 or not check, (
         f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     )
@@ -182,14 +187,11 @@ def stage_processes(dvc: subprocess.Popen[str]) -> dict[str, psutil.Process]:
 
 def dvc_repro(project: Path) -> subprocess.Popen[str]:
     """`dvc repro` in its own process group, its output in `dvc-repro.log` beside the project."""
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME"):
-        env.pop(key, None)
     with open(project.parent / "dvc-repro.log", "w") as log:
         return subprocess.Popen(
             ["dvc", "repro"],
             cwd=project,
-            env=env,
+            env=clean_env(),
             text=True,
             start_new_session=True,
             stdout=log,

@@ -150,6 +150,7 @@ def test_bicubic_baselines_match_literature(name: str) -> None:
     # PSNR and SSIM as the evaluate stage computes them (its METRICS entries), without the LPIPS
     # and NIQE that `measure` adds and this comparison does not use.
     distortion = [metric for metric in METRICS if metric.name in ("psnr", "ssim")]
+    conv = convention(4)
     results = []
     for path in sorted(folder.glob("*.png")):
         with Image.open(path) as img:
@@ -157,11 +158,11 @@ def test_bicubic_baselines_match_literature(name: str) -> None:
             hr_img = modcrop(np.asarray(img), 4)  # (H, W, 3) RGB or (H, W) grey, uint8
         lr_img = imresize_uint8(hr_img, 1 / 4)
         sr_img = imresize_uint8(lr_img, 4)
-        measured = Measured(sr_img, hr_img, convention(4))
-        results.append({metric.name: metric.compute(measured) for metric in distortion})
-    mean = {key: float(np.mean([r[key] for r in results])) for key in ("psnr", "ssim")}
+        measured = Measured(sr_img, hr_img, conv)
+        results.append(Scores({metric.name: metric.compute(measured) for metric in distortion}, 1, conv.name))
+    mean = average(results)
     expected_psnr, expected_ssim = LITERATURE_BICUBIC_X4[name]
-    assert len(results) == {"Set5": 5, "Set14": 14, "BSD100": 100}[name]
+    assert mean.images == {"Set5": 5, "Set14": 14, "BSD100": 100}[name]
     assert abs(mean["psnr"] - expected_psnr) <= 0.01, f"{name}: PSNR {mean['psnr']:.4f}"
     assert abs(mean["ssim"] - expected_ssim) <= 0.001, f"{name}: SSIM {mean['ssim']:.4f}"
 
