@@ -41,9 +41,8 @@ from srgan.core.config import RuntimeParams
 from srgan.core.runtime import Runtime, cpu_name, resolve_runtime
 from srgan.inference.limits import DEFAULT_TILE
 from srgan.inference.tiling import upscale_batch
-from srgan.inference.upscale import load_model
 from srgan.models.networks import Generator
-from srgan.models.zoo import DEFAULT_RELEASED
+from srgan.models.zoo import DEFAULT_RELEASED, load_model
 
 SIDE = 512  # LR side of the throughput job: 512×512 → 2048×2048
 RMS_BOUND = 0.5  # grey levels

@@ -50,7 +50,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from srgan.evaluation.evaluate import bicubic, evaluate, generator_upscaler, no_reference_scores
     from srgan.evaluation.folders import pairs_from_hr_folder, read_folder, to_json_line
     from srgan.evaluation.scores import METRICS, NO_REFERENCE, Scores, average
-    from srgan.inference.upscale import load_model
+    from srgan.models.zoo import load_model
 
     rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision, threads=args.threads))
     gen = None if args.model == "bicubic" else load_model(args.model)
@@ -92,8 +92,9 @@ def _count(number: int, noun: str) -> str:
 def cmd_upscale(args: argparse.Namespace) -> None:
     """Upscale images, videos and folders of them in tiles; one `error:` line per failed file, exit 2 if any."""
     from srgan.core.runtime import resolve_runtime
-    from srgan.inference.upscale import load_model, noun, plan_jobs, upscale_files
+    from srgan.inference.upscale import noun, plan_jobs, upscale_files
     from srgan.inference.video import VideoOptions, is_video
+    from srgan.models.zoo import load_model
 
     jobs = plan_jobs(args.inputs, args.output, args.format)
     rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision, threads=args.threads))
@@ -122,7 +123,7 @@ def cmd_upscale(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     """Write the generator as ONNX (the only --format so far)."""
     from srgan.inference.export import check_onnx_target, export_onnx
-    from srgan.inference.upscale import load_model
+    from srgan.models.zoo import load_model
 
     check_onnx_target(args.model, args.output)
     export_onnx(load_model(args.model), args.output)

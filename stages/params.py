@@ -4,7 +4,9 @@ The other stages depend on the keys they read, so a key that none reads (a typo'
 such as `dvc exp run -S +sede=1`) would pass unnoticed and be recorded as an experiment. This
 stage depends on the whole file; `download` depends on its stamp, so a bad params.yaml stops
 `dvc repro` here, before any stage has removed its outs. The stamp's text never changes, so a
-valid edit re-runs only the stages whose keys changed.
+valid edit re-runs only the stages whose keys changed. The generator `pretrain.init` names is
+loaded and checked against `model.*` here too, so a start that does not fit stops the run before
+download.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from pathlib import Path
 from srgan.core.atomic import write_text
 from srgan.core.config import load_params
 from srgan.core.errors import exit_on_error
+from srgan.models.checkpoint import params_config
 from srgan.models.networks import check_architecture
+from srgan.models.zoo import load_start
 
 
 @exit_on_error
@@ -23,7 +27,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stamp", type=Path, required=True, help="file written once params.yaml is valid")
     args = parser.parse_args()
-    check_architecture(load_params().model.arch)
+    params = load_params()
+    check_architecture(params.model.arch)
+    load_start(params.pretrain.init, params_config(params))  # a missing, damaged or misfit start stops here
     write_text(args.stamp, "params.yaml: every key known, every value valid\n")
 
 

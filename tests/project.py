@@ -34,7 +34,15 @@ TINY = {
     # Pinned: tests run beside each other (pytest -n), and under `auto` a stage's thread count, and
     # so the last bits of BatchNorm and conv-gradient sums, would follow what else is computing.
     "runtime": {"workers": 0, "threads": 1},
-    "pretrain": {"steps": 20, "batch_size": 4, "crop_size": 16, "val_every": 10, "checkpoint_every": 10},
+    # From scratch: the default start, the released SRResNet, has 16 blocks × 64 channels.
+    "pretrain": {
+        "init": "none",
+        "steps": 20,
+        "batch_size": 4,
+        "crop_size": 16,
+        "val_every": 10,
+        "checkpoint_every": 10,
+    },
     "train": {"steps": 10, "batch_size": 4, "crop_size": 16, "val_every": 5, "checkpoint_every": 5},
     "evaluate": {"figures": 1, "figure_crop": 32},
 }

@@ -1,13 +1,15 @@
 """Crash every stage at random moments; `dvc repro` then finishes with the same outputs.
 
 The session's reference project (conftest.py) ran `dvc repro` uninterrupted and recorded how long
-each stage's process lived. A second project with the same params, built from scratch, runs `dvc
-repro` again and again; each time, one stage is SIGKILLed together with DVC (a crash, not a
+each stage's process lived. A second project with the same params, a fresh clone of a repository
+that committed the reference's `dvc.lock` and reports (as this one does), runs `dvc repro` again
+and again; each time, one stage is SIGKILLed together with DVC (a crash, not a
 polite stop) at a random moment inside one half of that stage's lifetime: early and late for
 every stage. After every kill, no file under any declared out may be partial. Then one last `dvc
 repro` must finish, and every out DVC recorded (data, every model) and `metrics.json` must have
 the reference's bytes: a resumed training gives the uninterrupted weights, and a run from scratch
-with the same params and seed gives the same numbers and models.
+with the same params and seed gives the same numbers and models. Its MLflow store then holds the
+evaluate run with the metric table, though the reports were the committed ones.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -27,8 +30,9 @@ import pytest
 import torch
 import yaml
 from conftest import Reproduced
+from mlflow.tracking import MlflowClient
 from PIL import Image
-from project import STAGES, dvc_repro, make_project, out_hashes, run, stage_processes
+from project import STAGES, dvc_repro, make_project, mlflow_runs, out_hashes, run, stage_processes
 
 # One worker of `pytest -n` runs every test that shares the session's reproduced project.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("reproduced")]
@@ -68,7 +72,7 @@ def assert_complete(path: Path) -> None:
     elif path.suffix == ".csv":
         rows = list(csv.reader(path.open()))
         assert rows and all(len(row) == len(rows[0]) for row in rows), path
-    elif path.suffix in (".md", ".checked"):  # results.md, the params check's stamp
+    elif path.suffix in (".md", ".checked", ".logged"):  # results.md, the stamps of the params check and of MLflow
         assert path.read_text().strip(), path
     else:
         raise AssertionError(f"unexpected file under an out: {path}")
@@ -126,7 +130,13 @@ def test_sigkill_at_random_moments_of_every_stage_then_repro_matches_uninterrupt
     lifetimes = reproduced.lifetimes
     assert set(lifetimes) == set(STAGES)
 
+    # A fresh clone of a repository that committed the reference's dvc.lock and reports, as this
+    # one does: nothing but git's files, no DVC cache, no MLflow store.
     project = make_project(tmp_path, reproduced.params)
+    shutil.copy2(reproduced.pristine / "dvc.lock", project / "dvc.lock")
+    shutil.copytree(reproduced.pristine / "reports", project / "reports")
+    run(["git", "add", "-A"], project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "the reference's results"], project)
     rng = random.Random(7)
     crashes: dict[str, list[float]] = {}
     for stage in STAGES:
@@ -146,3 +156,18 @@ def test_sigkill_at_random_moments_of_every_stage_then_repro_matches_uninterrupt
     assert {"models/srresnet.pt", "models/srgan.pt", "models/discriminator.pt", "data/prepared"} <= set(hashes)
     assert hashes == reproduced.hashes
     assert (project / "reports" / "metrics.json").read_bytes() == reproduced.metrics
+    assert not run(["git", "status", "--porcelain"], project).stdout  # the committed results, byte for byte
+
+    # The models came out as committed, so evaluate's reports were already the right ones; it ran
+    # all the same (its stamp is not in git), and the clone's MLflow store holds its table.
+    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    finished = [r for r in mlflow_runs(project) if r.info.status == "FINISHED"]
+    evaluations = [r for r in finished if r.data.tags["stage"] == "evaluate"]
+    assert evaluations
+    evaluation = evaluations[0]  # the newest (a kill at the very end may have let an earlier one finish)
+    assert {"scores.json", "results.md"} <= {a.path for a in client.list_artifacts(evaluation.info.run_id)}
+    ((eval_set, scores),) = json.loads(reproduced.metrics).items()
+    assert evaluation.data.metrics[f"{eval_set}.srgan.psnr"] == pytest.approx(scores["srgan"]["psnr"])
+    srgan_run = evaluation.data.tags["lineage.srgan_run_id"]
+    (version,) = client.search_model_versions(f"run_id = '{srgan_run}'")
+    assert version.tags[f"eval.{eval_set}.lpips"] == str(scores["srgan"]["lpips"])

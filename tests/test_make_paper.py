@@ -72,3 +72,6 @@ def test_make_paper_overrides_run_end_to_end_with_vgg54(tmp_path: Path, http_roo
     assert train_runs[-1].data.params["train.crop_size"] == "256"
     assert train_runs[-1].data.params["train.vgg_weights"] == "oxford"  # the packaged weights: offline
     assert train_runs[-1].data.tags["dvc_exp"] == "paper"
+    pretrain_runs = [r for r in mlflow_runs(project) if r.data.tags["stage"] == "pretrain"]
+    assert pretrain_runs[-1].data.params["pretrain.init"] == "none"  # from scratch, as the paper
+    assert pretrain_runs[-1].data.tags["init.spec"] == "none"

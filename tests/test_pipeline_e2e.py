@@ -48,7 +48,7 @@ def test_dvc_repro_builds_every_stage_and_reports(pipeline: Path) -> None:
     results = (pipeline / "reports" / "results.md").read_text()
     for row in ("| MSE ↓ |", "| PSNR (dB) ↑ |", "| SSIM ↑ |", "| LPIPS ↓ |", "| NIQE ↓ |"):
         assert row in results
-    assert "matlab" in results and "SRGAN content loss vgg54, features after the ReLU, on Oxford VGG19" in results
+    assert "matlab" in results and "SRGAN content loss vgg_multi, features after the ReLU, on Oxford VGG19" in results
     assert "figures/perception_distortion.png" in results
     figures = {path.name for path in (pipeline / "reports" / "figures").glob("*.png")}
     assert len(figures) == 2 and "perception_distortion.png" in figures

@@ -96,7 +96,7 @@ def test_tiny_pretrain_and_train_are_recorded_in_mlflow_and_a_finished_run_is_no
     runs = {r.data.tags["stage"]: r for r in client.search_runs([experiment.experiment_id])}
     assert set(runs) == {"pretrain", "train"}
     train = runs["train"]
-    assert train.data.params["train.adv_weight"] == "0.001"
+    assert train.data.params["train.adv_weight"] == "10.0"  # the params.yaml default
     assert train.data.params["runtime.resolved_precision"] == "fp32"
     assert train.data.params["runtime.world_size"] == "1"
     assert len(train.data.tags["git_commit"]) > 0 and "dvc_exp" in train.data.tags

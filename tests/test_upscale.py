@@ -26,9 +26,10 @@ from srgan.core.runtime import Runtime
 from srgan.evaluation.evaluate import generator_upscaler
 from srgan.inference.limits import MIN_TILE
 from srgan.inference.tiling import context_radius, tile_spans, upscale_batch, upscale_image
-from srgan.inference.upscale import Job, is_model_uri, plan_jobs, read_picture, upscale_files
+from srgan.inference.upscale import Job, plan_jobs, read_picture, upscale_files
 from srgan.models.checkpoint import generator_config, save_discriminator, save_generator
 from srgan.models.networks import Discriminator, Generator
+from srgan.models.zoo import is_model_uri
 
 BIN = Path(sys.executable).parent
 CPU_FP32 = Runtime(torch.device("cpu"), "fp32")

@@ -20,9 +20,9 @@ from PIL import Image
 
 from srgan.core.errors import SrganError
 from srgan.inference.tiling import context_radius, upscale_image
-from srgan.inference.upscale import load_model
 from srgan.models import zoo
 from srgan.models.checkpoint import generator_config, save_generator
+from srgan.models.zoo import load_model
 from tests.test_upscale import CPU_FP32, FP32, error_lines, psnr, random_generator, smooth_image, upscale_cli
 
 BIN = Path(sys.executable).parent
@@ -208,18 +208,30 @@ def test_a_fresh_clone_upscales_with_the_released_model_and_names_it(tmp_path: P
         assert np.array_equal(np.asarray(out), expected)
 
 
-def test_a_damaged_released_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    entry = zoo.RELEASED[zoo.DEFAULT_RELEASED]
+@pytest.mark.parametrize("name", list(zoo.RELEASED))
+def test_a_damaged_released_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+    entry = zoo.RELEASED[name]
     data = bytearray((zoo.WEIGHTS_DIR / entry.file).read_bytes())
-    assert zoo.released_path(zoo.DEFAULT_RELEASED).read_bytes() == data  # the shipped file passes
+    assert zoo.released_path(name).read_bytes() == data  # the shipped file passes
     data[len(data) // 2] ^= 1  # one bit of one weight
     (tmp_path / entry.file).write_bytes(bytes(data))
     monkeypatch.setattr(zoo, "WEIGHTS_DIR", tmp_path)
-    with pytest.raises(SrganError, match=r"sha256 .* is not the released 54b62acb411d…; the file is damaged"):
-        load_model(zoo.DEFAULT_RELEASED)
+    with pytest.raises(SrganError, match=rf"sha256 .* is not the released {entry.sha256[:12]}…; the file is damaged"):
+        load_model(name)
     (tmp_path / entry.file).unlink()
     with pytest.raises(SrganError, match="its file .* is missing"):
-        load_model(zoo.DEFAULT_RELEASED)
+        load_model(name)
+
+
+def test_the_released_srresnet_upscales_by_name(tmp_path: Path) -> None:
+    Image.fromarray(smooth_image(24, 32)).save(tmp_path / "photo.png")
+    proc = srgan_upscale("photo.png", "-o", "out.png", "--model", "srresnet-t91bsd200", cwd=tmp_path)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert err.startswith("srresnet-t91bsd200 (released: SRResNet ×4 (pixel MSE), 16 blocks, T91 + BSD200")
+    with Image.open(tmp_path / "out.png") as out:
+        expected = upscale_image(load_model("srresnet-t91bsd200"), smooth_image(24, 32), CPU_FP32)
+        assert np.array_equal(np.asarray(out), expected)
 
 
 def test_the_released_model_is_a_working_generator() -> None:

@@ -15,7 +15,7 @@ TINY_PARAMS = """
 preprocess: {hr_size: 32}
 model: {blocks: 1, channels: 8, d_channels: 4}
 runtime: {workers: 0, precision: fp32, threads: 1}
-pretrain: {steps: STEPS, batch_size: 2, crop_size: 16, val_every: 10, checkpoint_every: 5}
+pretrain: {init: none, steps: STEPS, batch_size: 2, crop_size: 16, val_every: 10, checkpoint_every: 5}
 train: {steps: 12, batch_size: 2, crop_size: 16, val_every: 6, checkpoint_every: 6}
 """
 

@@ -47,6 +47,9 @@ CONVENTION_FIELDS: dict[str, dict[str, bool]] = {
     "basicsr": {"y_channel": True, "round_y": False, "resize_in_float": True},
 }
 CONVENTIONS = tuple(CONVENTION_FIELDS)
+# pretrain.init: the SRResNet phase from scratch (the paper's); its other values name a generator
+# (`srgan.models.zoo.load_start`).
+NO_START = "none"
 DEFAULT_CONVENTION = "matlab"
 
 
@@ -119,7 +122,8 @@ class RuntimeParams:
 
 @dataclass(frozen=True)
 class PretrainParams:
-    steps: int = field(default=1200, metadata=POSITIVE)
+    init: str = "srresnet-t91bsd200"  # NO_START or a generator: srgan.models.zoo.load_start checks it
+    steps: int = field(default=0, metadata=NON_NEGATIVE)  # 0: the start as it is (Params checks there is one)
     batch_size: int = field(default=16, metadata=POSITIVE)
     crop_size: int = field(default=96, metadata=POSITIVE)
     learning_rate: float = field(default=2e-4, metadata=POSITIVE)
@@ -131,16 +135,16 @@ class PretrainParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    steps: int = field(default=250, metadata=POSITIVE)
+    steps: int = field(default=300, metadata=POSITIVE)
     batch_size: int = field(default=8, metadata=POSITIVE)
     crop_size: int = field(default=96, metadata=POSITIVE)
     learning_rate: float = field(default=1e-4, metadata=POSITIVE)
-    decay_at: float = field(default=0.5, metadata=_check(lambda v: 0 < v <= 1, "must be in (0, 1]"))
-    content_loss: Literal[CONTENT_LOSS_NAMES] = "vgg54"
+    decay_at: float = field(default=1.0, metadata=_check(lambda v: 0 < v <= 1, "must be in (0, 1]"))
+    content_loss: Literal[CONTENT_LOSS_NAMES] = "vgg_multi"
     vgg_activation: Literal[VGG_ACTIVATIONS] = "after"
     vgg_weights: str = "oxford"
     pixel_weight: float = field(default=0.0, metadata=NON_NEGATIVE)
-    adv_weight: float = field(default=1e-3, metadata=NON_NEGATIVE)
+    adv_weight: float = field(default=10.0, metadata=NON_NEGATIVE)
     freeze_bn: bool = False
     d_steps: int = field(default=1, metadata=POSITIVE)
     val_every: int = field(default=20, metadata=POSITIVE)
@@ -168,6 +172,11 @@ class Params:
     evaluate: EvaluateParams = EvaluateParams()
 
     def __post_init__(self) -> None:
+        if self.pretrain.steps == 0 and self.pretrain.init == NO_START:
+            raise SrganError(
+                "params: pretrain.steps=0 keeps the start as it is, but pretrain.init=none starts from scratch; "
+                "set pretrain.steps > 0 or pretrain.init to a generator"
+            )
         if self.preprocess.hr_size % self.scale:
             raise SrganError(
                 f"params: preprocess.hr_size={self.preprocess.hr_size} must be a multiple of scale={self.scale}"

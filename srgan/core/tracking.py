@@ -386,6 +386,22 @@ def load_generator_from_uri(model_uri: str) -> torch.nn.Module:
         raise SrganError(f"{model_uri}: cannot load the model ({first}); {hint}") from None
 
 
+def source_run_id(model_uri: str) -> str:
+    """The id of the run that logged the model a `runs:/…` or `models:/name/version` (or
+    `models:/name@alias`) URI names, for lineage; "" for another kind of URI."""
+    if model_uri.startswith("runs:/"):
+        return model_uri[len("runs:/") :].split("/")[0]
+    if not model_uri.startswith("models:/"):
+        return ""
+    _use_store(tracking_uri())
+    name, _, rest = model_uri[len("models:/") :].partition("/")
+    client = MlflowClient()
+    if "@" in name:
+        name, alias = name.split("@", 1)
+        return _retry(lambda: client.get_model_version_by_alias(name, alias)).run_id
+    return _retry(lambda: client.get_model_version(name, rest.split("/")[0])).run_id
+
+
 def prune_registry(keep: int, current: list[Path], dry_run: bool = False) -> tuple[list[str], dict[str, str]]:
     """Delete registered versions of `srgan-generator` beyond the `keep` newest, except those
     still pointed at: a version with an alias, the version of the run that wrote one of the

@@ -14,10 +14,12 @@ import pandas as pd
 from PIL import Image, ImageDraw
 
 from srgan.core.atomic import write_json, write_text
-from srgan.core.config import Params
+from srgan.core.config import NO_START, Params
 from srgan.core.metrics import Convention
+from srgan.core.provenance import file_sha256
 from srgan.data.imageio import write_png
 from srgan.evaluation.scores import METRIC_NAMES, METRICS, PERCEPTUAL, Metric, Scores
+from srgan.models.zoo import RELEASED, is_model_uri
 
 MODELS = ("bicubic", "srresnet", "srgan")
 
@@ -229,12 +231,24 @@ def scores_table(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(list(rows), columns=list(SCORE_COLUMNS))
 
 
+def start_note(spec: str) -> str:
+    """Where the MSE phase started, with what identifies the start: a released generator's summary
+    and sha256, a file's sha256 (an MLflow URI's is on the pretrain run, tag `init.sha256`)."""
+    if spec in RELEASED:
+        what = f"the released {spec} ({RELEASED[spec].summary}; sha256 {RELEASED[spec].sha256[:16]}…)"
+    elif is_model_uri(spec):
+        what = f"{spec} (its sha256: the pretrain run's MLflow tag init.sha256)"
+    else:
+        what = f"{spec} (sha256 {file_sha256(Path(spec))[:16]}…)"
+    return f"pretrain.init={spec}: the SRResNet phase started from {what}; the paper's starts from scratch"
+
+
 def departures(params: Params) -> list[str]:
     """How this run differs from the paper, for results.md: every model or schedule option."""
     # Here, not at the top: the losses module imports torchvision, which `srgan eval` does not need.
     from srgan.training.losses import vgg_weights_origin
 
-    notes = []
+    notes = [start_note(params.pretrain.init)] if params.pretrain.init != NO_START else []
     if params.model.bicubic_skip:
         notes.append(
             "model.bicubic_skip=true: the generator predicts a residual over bicubic upsampling "
@@ -256,7 +270,10 @@ def departures(params: Params) -> list[str]:
             + ("" if t.vgg_activation == "after" else "; before the ReLU is ESRGAN's choice, the paper's is after")
         )
     recipe = (
-        (params.pretrain.icnr, "pretrain.icnr=true: ICNR init of the sub-pixel convs (Aitken et al. 2017)"),
+        (
+            params.pretrain.icnr and params.pretrain.init == NO_START,
+            "pretrain.icnr=true: ICNR init of the sub-pixel convs (Aitken et al. 2017)",
+        ),
         (t.pixel_weight > 0, f"train.pixel_weight={t.pixel_weight:g}: an L1 pixel term (BasicSR's recipes)"),
         (t.adv_weight != 1e-3, f"train.adv_weight={t.adv_weight:g} (the paper: 1e-3)"),
         (t.freeze_bn, "train.freeze_bn=true: the generator's BatchNorm statistics frozen in the GAN phase (ESRGAN)"),

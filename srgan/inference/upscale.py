@@ -10,7 +10,6 @@ writing (formats, alpha, atomic replacement) are `srgan.data.imageio`'s.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -43,9 +42,7 @@ from srgan.inference.video import (
     output_container,
     upscale_video,
 )
-from srgan.models.checkpoint import load_generator
-from srgan.models.networks import ARCHITECTURES, Generator
-from srgan.models.zoo import RELEASED, released_path
+from srgan.models.networks import Generator
 
 
 @dataclass(frozen=True)
@@ -54,32 +51,6 @@ class Job:
 
     source: Path
     target: Path
-
-
-def is_model_uri(spec: str) -> bool:
-    """`runs:/…`, `models:/…` and other `scheme:/…` MLflow URIs, as opposed to a checkpoint path."""
-    return re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", spec) is not None
-
-
-def load_model(spec: str) -> Generator:
-    """A generator from a released name (`srgan.models.zoo`, its sha256 checked), a checkpoint
-    file (`srgan.models.checkpoint`) or an MLflow model URI.
-
-    The URI is resolved by `srgan.core.tracking`, the only module that imports mlflow, and only when
-    asked for: importing mlflow costs seconds.
-    """
-    if spec in RELEASED:
-        return load_generator(released_path(spec))
-    if not is_model_uri(spec):
-        return load_generator(spec)
-    from srgan.core.tracking import load_generator_from_uri
-
-    gen = load_generator_from_uri(spec)
-    if not isinstance(gen, tuple(ARCHITECTURES.values())):
-        raise SrganError(
-            f"{spec}: is a {type(gen).__name__}, not one of srgan's generators ({', '.join(ARCHITECTURES)})"
-        )
-    return gen.eval()
 
 
 def read_picture(path: str | os.PathLike[str], *, scale: int, max_output_pixels: int) -> Picture:

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from srgan.core.atomic import write_bytes
+from srgan.core.config import Params
 from srgan.core.errors import SrganError
 from srgan.models.networks import ARCHITECTURES, DEFAULT_ARCH, Discriminator, build_generator
 
@@ -63,6 +64,12 @@ def generator_config(
 ) -> dict[str, Any]:
     """What a generator file stores to rebuild its model: the architecture's name and arguments."""
     return {"arch": arch, "scale": scale, "blocks": blocks, "channels": channels, "bicubic_skip": bicubic_skip}
+
+
+def params_config(params: Params) -> dict[str, Any]:
+    """The generator config the `scale` and `model.*` params ask for."""
+    m = params.model
+    return generator_config(params.scale, m.blocks, m.channels, m.bicubic_skip, m.arch)
 
 
 def save_generator(path: str | Path, model: torch.nn.Module, config: dict[str, Any]) -> None:

@@ -1,18 +1,26 @@
-"""Released generators shipped inside the package, so `srgan upscale` works on a fresh clone
-without training. Each is named, and its file is checked against its sha256 before it is loaded:
-a damaged or replaced file is refused in one line instead of upscaling with wrong weights.
+"""Generators by name: the released ones shipped inside the package, generator files, and MLflow
+model URIs, behind one `load_model`; and the start of a training phase (`pretrain.init`).
 
-Their model card (data, parameters, the command that reproduces them, scores on Set5, Set14 and
+A released generator is named, and its file is checked against its sha256 before it is loaded:
+a damaged or replaced file is refused in one line instead of running with wrong weights. Their
+model card (data, schedule, hardware, the command that reproduces them, scores on Set5, Set14 and
 BSD100) is `srgan/models/weights/README.md`.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+import io
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from srgan.core.config import NO_START
 from srgan.core.errors import SrganError
+
+if TYPE_CHECKING:  # torch is imported where a model is loaded: `srgan --help` and the CLI's start stay light
+    from torch import nn
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 
@@ -32,6 +40,11 @@ RELEASED = {
         sha256="54b62acb411df64c1f69857f53b32a36fb67ea507a42d82001ff0d833220d9ec",
         summary="SRGAN ×4, 16 blocks, T91 + BSD200, 6,600 SRResNet + 4,800 SRGAN updates on 2 CPU cores",
     ),
+    "srresnet-t91bsd200": Released(
+        file="srresnet_t91bsd200_6600.pt",
+        sha256="9b5a96da5cb4cb62fe8ee3aaaab7a97765b1086b353e9466fb0f9af9ae46d29f",
+        summary="SRResNet ×4 (pixel MSE), 16 blocks, T91 + BSD200, 6,600 updates on 2 CPU cores",
+    ),
 }
 DEFAULT_RELEASED = "srgan-t91bsd200"
 
@@ -49,3 +62,95 @@ def released_path(name: str) -> Path:
             f"was replaced; restore it with `git checkout -- {path}` or pass another model with --model"
         )
     return path
+
+
+def is_model_uri(spec: str) -> bool:
+    """`runs:/…`, `models:/…` and other `scheme:/…` MLflow URIs, as opposed to a checkpoint path."""
+    return re.match(r"[A-Za-z][A-Za-z0-9+.-]+:/", spec) is not None
+
+
+def load_model(spec: str) -> nn.Module:
+    """A generator, in eval mode, from a released name (its sha256 checked), a checkpoint file
+    (`srgan.models.checkpoint`) or an MLflow model URI.
+
+    The URI is resolved by `srgan.core.tracking`, the only module that imports mlflow, and only when
+    asked for: importing mlflow costs seconds.
+    """
+    from srgan.models.checkpoint import load_generator
+    from srgan.models.networks import ARCHITECTURES
+
+    if spec in RELEASED:
+        return load_generator(released_path(spec))
+    if not is_model_uri(spec):
+        return load_generator(spec)
+    from srgan.core.tracking import load_generator_from_uri
+
+    gen = load_generator_from_uri(spec)
+    if not isinstance(gen, tuple(ARCHITECTURES.values())):
+        raise SrganError(
+            f"{spec}: is a {type(gen).__name__}, not one of srgan's generators ({', '.join(ARCHITECTURES)})"
+        )
+    return gen.eval()
+
+
+@dataclass(frozen=True)
+class Start:
+    """The generator a training phase starts from, and what identifies it: its `file` (released or a
+    checkpoint; None for an MLflow URI), `sha256` of that file (for a URI, of its weights as srgan
+    writes a generator file), and `tags` for the run that starts from it (`init.spec`,
+    `init.sha256`, and `lineage.init_run_id` for a URI)."""
+
+    spec: str
+    generator: nn.Module
+    sha256: str
+    file: Path | None  # None for an MLflow URI
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+def load_start(spec: str, expect: dict[str, Any]) -> Start | None:
+    """The start `pretrain.init` names (None for `none`), refused in one line naming the key
+    unless its architecture and shapes are those of `expect` (the `model.*` generator config)."""
+    if spec == NO_START:
+        return None
+    try:
+        return _load_start(spec, expect)
+    except SrganError as err:
+        raise SrganError(f"params: pretrain.init={spec}: {err}") from None
+
+
+def _load_start(spec: str, expect: dict[str, Any]) -> Start:
+    import torch
+
+    from srgan.models.checkpoint import GENERATOR_FORMAT, cpu_state_dict, load, load_generator
+    from srgan.models.networks import DEFAULT_ARCH, build_generator
+
+    if spec in RELEASED or not is_model_uri(spec):
+        path = released_path(spec) if spec in RELEASED else Path(spec)
+        found = {"arch": DEFAULT_ARCH, **(load(path, GENERATOR_FORMAT).get("config") or {})}
+        if found != expect:
+            raise SrganError(f"holds {_shape(found)}, but model.* asks for {_shape(expect)}")
+        digest = _sha256(path.read_bytes())
+        return Start(spec, load_generator(path), digest, path, {"init.spec": spec, "init.sha256": digest})
+    gen = load_model(spec)
+    wanted = build_generator(expect)
+    shapes = {k: v.shape for k, v in cpu_state_dict(gen).items()}
+    fits = type(gen) is type(wanted) and shapes == {k: v.shape for k, v in wanted.state_dict().items()}
+    if not (fits and (gen.scale, gen.bicubic_skip) == (expect["scale"], expect["bicubic_skip"])):
+        raise SrganError(f"holds a {type(gen).__name__} of other shapes, but model.* asks for {_shape(expect)}")
+    buffer = io.BytesIO()  # its weights as a generator file, so equal weights give one sha256
+    torch.save({"format": GENERATOR_FORMAT, "config": expect, "state_dict": cpu_state_dict(gen)}, buffer)
+    digest = _sha256(buffer.getvalue())
+    from srgan.core.tracking import source_run_id
+
+    tags = {"init.spec": spec, "init.sha256": digest, "lineage.init_run_id": source_run_id(spec)}
+    return Start(spec, gen, digest, None, tags)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _shape(config: dict[str, Any]) -> str:
+    """A generator config in the params' own words: `arch=srresnet, scale=4, blocks=16, …`."""
+    keys = ("arch", "scale", "blocks", "channels", "bicubic_skip")
+    return ", ".join(f"{key}={str(config.get(key)).lower()}" for key in keys)

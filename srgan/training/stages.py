@@ -29,6 +29,7 @@ from srgan.core.tracking import Tracker
 from srgan.data.batches import RandomCrops, Shards, batch_loader, to_float
 from srgan.models import checkpoint
 from srgan.models.networks import Discriminator, build_generator, icnr_
+from srgan.models.zoo import load_start
 from srgan.training import distributed
 from srgan.training.loop import Intervals, Loop, LoopState, Scalars, run_loop
 from srgan.training.losses import ContentLoss, GeneratorLoss
@@ -56,8 +57,9 @@ class TrainingStage:
     i, drawing `batches_per_step` batches from `next_batch`; batch k of the run is a function of
     (`seed`, k). `modules` and `optimizers` are what a checkpoint holds, by name; `generator` is
     validated. `inputs` are the files whose bytes, with the params, key the checkpoint. `data` (the
-    prepared folder) and `models_in` (models it starts from, by role) are recorded as the run's
-    lineage. `finish(tracker, state)` writes the outs after the last step.
+    prepared folder) and `models_in` (model files it starts from, by role) are recorded as the run's
+    lineage, and `tags` (what it starts from: `init.spec`, `init.sha256`) on its run. `finish(tracker,
+    state)` writes the outs after the last step.
     """
 
     name: str
@@ -70,16 +72,21 @@ class TrainingStage:
     inputs: list[Path]
     data: Path
     models_in: dict[str, Path]
+    tags: dict[str, str]
     finish: Callable[[Tracker, LoopState], None]
 
 
 def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> TrainingJob:
-    """SRResNet on pixel MSE, writing the generator to `out`: the job, ready to run."""
+    """SRResNet on pixel MSE, from scratch or from the generator `pretrain.init` names, writing the
+    generator to `out`: the job, ready to run."""
     p = params.pretrain
     rt, shards, val = _setup(params, data_dir, "pretrain.batch_size", p.batch_size)
-    config = _generator_config(params)
+    config = checkpoint.params_config(params)
+    start = load_start(p.init, config)  # refused here too when the stage runs by hand
     gen = build_generator(config)
-    if p.icnr:
+    if start is not None:
+        gen.load_state_dict(start.generator.state_dict())
+    elif p.icnr:
         icnr_(gen)
     gen = gen.to(rt.device, memory_format=torch.channels_last).train()
     trained_gen = distributed.wrap(gen, rt)
@@ -103,9 +110,10 @@ def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> Tr
         generator=gen,
         modules={"generator": gen},
         optimizers={"opt_g": opt},
-        inputs=[data_dir / "manifest.json"],
+        inputs=[data_dir / "manifest.json", *([start.file] if start and start.file else [])],
         data=data_dir,
-        models_in={},
+        models_in={"init": start.file} if start and start.file else {},
+        tags=start.tags if start else {"init.spec": p.init},
         finish=finish,
     )
     return TrainingJob(stage, params, rt, shards, val)
@@ -118,7 +126,7 @@ def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: P
     rt, shards, val = _setup(params, data_dir, "train.batch_size", p.batch_size)
     content = ContentLoss(p.content_loss, p.vgg_weights, p.vgg_activation)  # fails here, before training
     loss = GeneratorLoss(content, p.pixel_weight, p.adv_weight).to(rt.device)
-    config = _generator_config(params)
+    config = checkpoint.params_config(params)
     gen = checkpoint.load_generator(init, expect=config).to(rt.device, memory_format=torch.channels_last).train()
     disc_config = {"channels": params.model.d_channels, "norm": params.model.d_norm}
     disc = Discriminator(**disc_config).to(rt.device, memory_format=torch.channels_last).train()
@@ -158,6 +166,7 @@ def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: P
         inputs=[data_dir / "manifest.json", init],
         data=data_dir,
         models_in={"srresnet": init},
+        tags={},
         finish=finish,
     )
     return TrainingJob(stage, params, rt, shards, val)
@@ -190,6 +199,7 @@ class TrainingJob:
         self.state.run_id = tracker.run_id
         tracker.log_dataset("prepared", self.stage.data, dataset_digest(self.stage.data), context="training")
         tracker.link_inputs(self.stage.models_in)
+        tracker.set_tags(self.stage.tags)
         loop = Loop(
             stage=self.stage.name,
             steps=self.section.steps,
@@ -295,11 +305,6 @@ def _setup(params: Params, data_dir: Path, batch_key: str, batch_size: int) -> t
     shards = Shards(data_dir / "train")
     val = Shards(data_dir / "val").all_pairs()
     return rt, shards, val
-
-
-def _generator_config(params: Params) -> dict[str, Any]:
-    m = params.model
-    return checkpoint.generator_config(params.scale, m.blocks, m.channels, m.bicubic_skip, m.arch)
 
 
 def _checkpoint_path(stage: str, params: Params, rt: Runtime, sections: tuple[str, ...], inputs: list[Path]) -> Path:
