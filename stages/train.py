@@ -7,6 +7,7 @@ from pathlib import Path
 
 from srgan.core.config import load_params
 from srgan.core.errors import exit_on_error
+from srgan.core.remote import check_server, tracking_uri
 from srgan.core.tracking import stage_run
 from srgan.training import distributed
 from srgan.training.stages import train_gan
@@ -22,6 +23,7 @@ def main() -> None:
     parser.add_argument("--curves", type=Path, required=True, help="training curves CSV to write")
     args = parser.parse_args()
     params = load_params()
+    check_server(tracking_uri())  # a server that is down or refuses the login: one line, before any work
     distributed.relaunch(params.runtime.nproc, "stages.train")
     job = train_gan(params, args.data, args.init, args.out, args.discriminator, args.curves)
     with stage_run("train", job.run_params, job.lead, job.resume_run_id, system_metrics=True) as tracker:

@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from project import TINY, make_project, out_hashes, stage_lifetimes, tiny_images
+from project import TINY, make_project, out_hashes, run, stage_lifetimes, tiny_images
+from team import Team, start_team
 
 from srgan.core import threads
 
@@ -79,3 +81,29 @@ def reproduced(tmp_path_factory: pytest.TempPathFactory) -> Reproduced:
         hashes=out_hashes(project),
         metrics=(project / "reports" / "metrics.json").read_bytes(),
     )
+
+
+@dataclass(frozen=True)
+class Served:
+    """A tiny project reproduced by user alice against a team tracking server (`srgan server`:
+    PostgreSQL, MLflow with basic-auth), which stays up for the tests of the "served" group."""
+
+    team: Team
+    project: Path
+    commit: str  # the project's HEAD when the stages ran
+    seconds: float  # the `dvc repro` alone
+
+
+@pytest.fixture(scope="session")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    root = tmp_path_factory.mktemp("served")
+    team = start_team(root)
+    try:
+        project = make_project(root, {**TINY, "data": tiny_images(root)})
+        began = time.monotonic()
+        run(["dvc", "repro"], project, env=team.env("alice"))
+        seconds = time.monotonic() - began
+        yield Served(team, project, run(["git", "rev-parse", "HEAD"], project).stdout.strip(), seconds)
+    finally:
+        team.stop()
+    assert not team.postgres_processes(), "Ctrl-C of srgan server left PostgreSQL running"

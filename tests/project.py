@@ -58,9 +58,9 @@ def photo(rng: np.random.Generator, height: int, width: int) -> Image.Image:
 
 def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This environment with the venv first on PATH, without the MLflow/DVC run variables a test
-    may have inherited, and `extra` on top."""
+    may have inherited (the tracking URI and login among them), and `extra` on top."""
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    for key in ("MLFLOW_TRACKING_URI", "DVC_ROOT", "DVC_EXP_NAME"):
+    for key in [k for k in env if k.startswith("MLFLOW_TRACKING_")] + ["DVC_ROOT", "DVC_EXP_NAME"]:
         env.pop(key, None)
     return {**env, **(extra or {})}
 

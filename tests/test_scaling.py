@@ -1,9 +1,10 @@
-"""Scaling out (README "Scaling out"): a shared MLflow tracking server, and a DVC remote.
+"""Scaling out (README "Scaling out"): a team's MLflow tracking server, and a DVC remote.
 
-Both through the real CLIs, in a tiny copy of the project: `mlflow server` on localhost with a
-sqlite backend and artifacts proxied through the server to a local folder, `dvc repro` with
-`MLFLOW_TRACKING_URI` pointing at it; then `dvc push` to a local-folder remote (the same code path
-as s3://, gs:// or ssh://, without the network), `git clone` and `dvc pull` in another folder.
+Both through the real CLIs, in a tiny copy of the project (conftest `served`): `srgan server` on
+localhost (PostgreSQL, artifacts proxied through the server to its folder, logins), `dvc repro`
+as user alice with `MLFLOW_TRACKING_URI` pointing at it; then `dvc push` to a local-folder remote
+(the same code path as s3://, gs:// or ssh://, without the network), `git clone` and `dvc pull`
+in another folder.
 """
 
 from __future__ import annotations
@@ -12,76 +13,25 @@ import contextlib
 import csv
 import json
 import os
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pytest
 import torch
+from conftest import Served
 from mlflow.tracking import MlflowClient
-from project import (
-    BIN,
-    TINY,
-    free_port,
-    image_steps,
-    make_project,
-    out_hashes,
-    run,
-    stop_process_group,
-    tiny_images,
-    wait_for_url,
-)
+from project import TINY, image_steps, out_hashes, run
+from team import PASSWORDS
 
 from srgan.models.checkpoint import load_generator
 
-# One worker of `pytest -n` runs both tests, so the served pipeline is built once.
+# One worker of `pytest -n` runs every test of the served pipeline (here and test_team_server.py),
+# so it is built once.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("served")]
 
 STAGES = ("download", "preprocess", "pretrain", "train", "evaluate")
-SERVER_START_TIMEOUT = 180  # s; the server imports mlflow and migrates a new sqlite database first
-
-
-def server_command(root: Path, port: int) -> list[str]:
-    """README "A shared tracking server", with this test's paths and port."""
-    return [
-        str(BIN / "mlflow"),
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'server.db'}",
-        "--artifacts-destination",
-        str(root / "artifacts"),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
-
-
-@contextlib.contextmanager
-def mlflow_server(root: Path) -> Iterator[str]:
-    """A real `mlflow server` in `root`; yields its URL once /health answers, stops it after."""
-    root.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    log = root / "server.log"
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}  # it execs uvicorn
-    env.pop("MLFLOW_TRACKING_URI", None)
-    with open(log, "wb") as log_file:
-        server = subprocess.Popen(
-            server_command(root, port),
-            cwd=root,
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for_url(f"{url}/health", server, log, SERVER_START_TIMEOUT)
-        yield url
-    finally:
-        stop_process_group(server)
 
 
 @contextlib.contextmanager
@@ -95,31 +45,17 @@ def global_tracking_uri(uri: str) -> Iterator[None]:
         mlflow.set_tracking_uri(before)  # None unsets the variable again
 
 
-@dataclass
-class Served:
-    project: Path
-    url: str
-    server_root: Path
-    commit: str  # the project's HEAD when the stages ran
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """The tiny pipeline, run once by `dvc repro` against a tracking server that stays up."""
-    root = tmp_path_factory.mktemp("scaling")
-    project = make_project(root, {**TINY, "data": tiny_images(root)})
-    with mlflow_server(root / "server") as url:
-        run(["dvc", "repro"], project, env={"MLFLOW_TRACKING_URI": url})
-        yield Served(project, url, root / "server", run(["git", "rev-parse", "HEAD"], project).stdout.strip())
-
-
 def _csv(path: Path) -> list[dict[str, str]]:
     with open(path, newline="") as handle:
         return list(csv.DictReader(handle))
 
 
-def test_stages_log_runs_metrics_and_models_to_a_shared_tracking_server(served: Served) -> None:
-    project, url = served.project, served.url
+def test_stages_log_runs_metrics_and_models_to_a_shared_tracking_server(
+    served: Served, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    project, url = served.project, served.team.url
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", PASSWORDS["alice"])
     # Nothing went to the local default store: runs and artifacts are the server's.
     assert not (project / "mlflow.db").exists()
     assert not (project / "mlruns").exists()
@@ -129,7 +65,9 @@ def test_stages_log_runs_metrics_and_models_to_a_shared_tracking_server(served: 
     assert experiment is not None
     # Artifacts proxied through the server (not a path on the machine that ran the stage).
     assert experiment.artifact_location.startswith("mlflow-artifacts:"), experiment.artifact_location
-    runs = {r.data.tags["stage"]: r for r in client.search_runs([experiment.experiment_id], max_results=100)}
+    runs: dict[str, Any] = {}  # the first run of each stage: the fixture's `dvc repro`
+    for r in client.search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"], max_results=1000):
+        runs.setdefault(r.data.tags["stage"], r)
     assert sorted(runs) == sorted(STAGES)
     for stage, run_ in runs.items():
         assert run_.info.status == "FINISHED", stage
@@ -156,8 +94,8 @@ def test_stages_log_runs_metrics_and_models_to_a_shared_tracking_server(served: 
 
     # Artifacts: listed through the server, stored in its --artifacts-destination.
     assert 20 in image_steps(client, pretrain_id, "validation")
-    stored = served.server_root / "artifacts"
-    assert len(list(stored.rglob("MLmodel"))) == 2  # pretrain's and train's generators
+    stored = served.team.folder / "artifacts"
+    assert len(list(stored.rglob("MLmodel"))) >= 2  # pretrain's and train's generators (and later tests')
     assert any(stored.rglob("validation+step+20+*.png"))
 
     # The logged generators, loaded through the server, compute what the DVC outs compute.

@@ -3,8 +3,10 @@ registry can be pruned without losing what is still pointed at."""
 
 from __future__ import annotations
 
+import http.server
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,8 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from srgan.cli import main
+from srgan.core.errors import SrganError
+from srgan.core.remote import check_server, patience_s
 from srgan.core.tracking import stage_run
 from srgan.models.checkpoint import generator_config, save_generator
 from srgan.models.networks import Generator
@@ -113,3 +117,39 @@ def test_registry_prune_outside_a_repository_says_so_and_creates_no_store(
         main(["registry", "prune", "--keep", "3"])
     assert capsys.readouterr().err.startswith(f"error: no MLflow store here ({tmp_path / 'mlflow.db'} does not exist)")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_malformed_patience_setting_is_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    for value in ("ten", "0", "-5", "nan"):
+        monkeypatch.setenv("SRGAN_TRACKING_PATIENCE_S", value)
+        with pytest.raises(SrganError, match=f"^SRGAN_TRACKING_PATIENCE_S='{value}': not a positive number"):
+            patience_s()
+    monkeypatch.setenv("SRGAN_TRACKING_PATIENCE_S", "2.5")
+    assert patience_s() == 2.5
+    monkeypatch.delenv("SRGAN_TRACKING_PATIENCE_S")
+    assert patience_s() == 600
+
+
+def test_a_web_server_that_is_not_mlflow_and_a_closed_port_are_named_without_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A real HTTP server on localhost that is no MLflow server (a 404 page), and a closed port;
+    a password written into the URI is masked in the message."""
+    for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        uri = f"http://user:s3cret@127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(SrganError) as refused:
+            check_server(uri)
+        shown_uri = f"http://user:***@127.0.0.1:{server.server_address[1]}"
+        assert str(refused.value).startswith(f"{shown_uri}: answers HTTP 404 to MLflow's REST API; is it an MLflow")
+    finally:
+        server.shutdown()
+        server.server_close()
+    with pytest.raises(SrganError) as closed:
+        check_server(uri)  # the same port, now closed
+    assert "does not answer (Connection refused)" in str(closed.value) and "s3cret" not in str(closed.value)
+    check_server("sqlite:////nowhere/mlflow.db")  # a local store is not asked

@@ -3,17 +3,24 @@
 Tracking URI: `$MLFLOW_TRACKING_URI` if set, else `sqlite:///<project root>/mlflow.db`, with
 artifacts under `<project root>/mlruns`. The project root comes from
 `srgan.core.runtime.project_root()`, so DVC's temporary experiment copies write to the same store.
+
+The store may go away while a stage runs (a tracking server or its database restarting): every
+call is retried while the failure is one that waiting may cure, for up to
+`$SRGAN_TRACKING_PATIENCE_S` seconds, and a training run's curve points and images go through an
+`Outbox`, so training never waits for the store. A refused login or permission stops the stage
+in one line.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlparse
@@ -23,6 +30,7 @@ import numpy as np
 import torch
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import Metric
 from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
@@ -30,13 +38,23 @@ from mlflow.types import Schema, TensorSpec
 
 import srgan
 from srgan.core.errors import SrganError
+from srgan.core.outbox import Item, Outbox
 from srgan.core.provenance import file_sha256, git_commit, process_alive
+from srgan.core.remote import (
+    EXPERIMENT,
+    PATIENCE_ENV,
+    check_server,
+    is_server,
+    patience_s,
+    refusal,
+    shown,
+    tracking_uri,
+)
 from srgan.core.runtime import project_root
 
 if TYPE_CHECKING:  # annotations only: mlflow.log_table takes the DataFrame as it is
     import pandas as pd
 
-EXPERIMENT = "srgan"
 REGISTERED_MODEL = "srgan-generator"  # the train stage registers a version per run
 T = TypeVar("T")
 
@@ -46,10 +64,6 @@ IMAGE_SIGNATURE = ModelSignature(
     inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))]),
     outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))]),
 )
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
 def _use_store(uri: str) -> None:
@@ -75,16 +89,57 @@ def _use_store(uri: str) -> None:
     mlflow.set_tracking_uri(uri)
 
 
-def _retry(call: Callable[[], T], attempts: int = 20) -> T:
-    """Retry a store call that lost a race for sqlite's write lock (concurrent `dvc exp` runs)."""
-    for attempt in range(attempts):
+def _retry(call: Callable[[], T]) -> T:
+    """Run a store call, retrying a failure that waiting may cure (`_transient`) for up to
+    `$SRGAN_TRACKING_PATIENCE_S`; past that, or at a refused login or permission, one line."""
+    deadline, pause = 0.0, 0.2
+    while True:
         try:
             return call()
-        except Exception as err:  # noqa: BLE001 - mlflow wraps sqlite errors in several types
-            if "locked" not in str(err).lower() or attempt == attempts - 1:
+        except Exception as err:  # noqa: BLE001 - mlflow wraps store and HTTP errors in several types
+            status = _http_status(err)
+            if status in (401, 403):
+                raise refusal(tracking_uri(), status) from None
+            if not _transient(err):
                 raise
-            time.sleep(0.2 * (attempt + 1))
-    raise AssertionError("unreachable")
+            now = time.monotonic()
+            deadline = deadline or now + patience_s()
+            if now > deadline:
+                failed = f"every attempt failed for {patience_s():.0f} s ({_first_line(err)})"
+                raise SrganError(_outage(failed)) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
+
+
+def _http_status(err: Exception) -> int | None:
+    """The HTTP status a store's answer carried: from MLflow's message for an answer that was not
+    MLflow's JSON (a proxy's or the auth app's 401/403), else from its error code."""
+    found = re.search(r"failed with error code (\d{3})", str(err))
+    if found:
+        return int(found.group(1))
+    return err.get_http_status_code() if isinstance(err, MlflowException) else None
+
+
+def _transient(err: Exception) -> bool:
+    """A failure that waiting may cure: sqlite's write lock taken by another run, a server that
+    does not answer or answers 5xx or 429 (restarting, or its database restarting)."""
+    if "locked" in str(err).lower():
+        return True
+    status = _http_status(err)
+    if status is not None:
+        return status >= 500 or status == 429
+    return isinstance(err, OSError)
+
+
+def _outage(what: str) -> str:
+    return (
+        f"{shown(tracking_uri())}: the tracking store is away: {what} ({PATIENCE_ENV}={patience_s():g}); "
+        "run again once it answers"
+    )
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 def _experiment_id() -> str:
@@ -104,27 +159,64 @@ def _experiment_id() -> str:
 
 class Tracker:
     """What stages log during a run; every curve point carries its `step`. `run_id`: the MLflow
-    run it logs to, which a training checkpoint stores so a resumed execution continues it."""
+    run it logs to, which a training checkpoint stores so a resumed execution continues it.
+    Curve points and images go through `outbox` (sent in the background); the other calls are
+    synchronous."""
 
-    def __init__(self, run_id: str = "", logged_through: int = -1) -> None:
+    def __init__(self, run_id: str = "", logged_through: int = -1, outbox: Outbox | None = None) -> None:
         self.run_id = run_id
         # A resumed run already holds points up to this step, from the execution that was killed
         # after its last checkpoint: the resumed loop redoes those steps (with the same results,
         # the checkpoint and seeds being the same) and they are not logged twice.
         self.logged_through = logged_through
+        self._outbox = outbox
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         if step > self.logged_through:
-            _retry(lambda: mlflow.log_metrics(metrics, step=step))
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        _retry(lambda: mlflow.log_params(params))
+            values = {key: float(value) for key, value in metrics.items()}
+            self._put({"kind": "metrics", "step": step, "timestamp": _now_ms(), "metrics": values})
 
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
         """`image`: uint8 (H, W, 3) RGB, one step of the image series `key`, which the MLflow UI
         shows with a step slider and side by side across runs."""
         if step > self.logged_through:
-            _retry(lambda: mlflow.log_image(image, key=key, step=step))
+            pixels = torch.from_numpy(np.array(image))  # a copy: plain data for a checkpoint
+            self._put({"kind": "image", "step": step, "timestamp": _now_ms(), "key": key, "image": pixels})
+
+    def _put(self, item: Item) -> None:
+        assert self._outbox is not None, "a Tracker logs curves only inside stage_run"
+        self._outbox.put(item)
+
+    @property
+    def lost(self) -> str:
+        """Why the curves can no longer reach the store ("" while they can): the stage stops at
+        its next log step with a checkpoint that holds what was not sent."""
+        if self._outbox is None or not self._outbox.lost:
+            return ""
+        fatal = self._outbox.fatal
+        status = _http_status(fatal) if fatal is not None else None
+        if status in (401, 403):
+            return str(refusal(tracking_uri(), status))
+        return _outage(self._outbox.lost)
+
+    def unsent(self) -> list[Item]:
+        """The curve points and images the store has not confirmed, for the checkpoint."""
+        return self._outbox.unsent() if self._outbox is not None else []
+
+    def resend(self, items: list[Item]) -> None:
+        """Send again what an interrupted execution's checkpoint held unsent; its steps count as
+        logged, so the resumed loop does not log them a second time."""
+        for item in items:
+            self._put({**item, "resent": True})
+            self.logged_through = max(self.logged_through, item["step"])
+
+    def close(self) -> None:
+        """Wait until the outbox is sent, or has given up (`lost`)."""
+        if self._outbox is not None:
+            self._outbox.close()
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        _retry(lambda: mlflow.log_params(params))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         _retry(lambda: mlflow.log_artifact(str(path), artifact_path))
@@ -176,11 +268,17 @@ class Tracker:
 
     def register_generator(self, model_uri: str) -> str:
         """Register a logged generator as a new version of the registered model `srgan-generator`,
-        tagged with the run's `dvc_exp` and `git_commit`; returns the version number."""
+        tagged with the run's `dvc_exp` and `git_commit`; returns the version number. A `dvc exp
+        run` experiment's name also becomes the version's alias, so `models:/srgan-generator@<name>`
+        loads the experiment's generator (a rerun of the name moves the alias to its new version)."""
         run = _retry(lambda: MlflowClient().get_run(self.run_id))
         tags = {key: run.data.tags.get(key, "") for key in ("dvc_exp", "git_commit")}
-        version = _retry(lambda: mlflow.register_model(model_uri, REGISTERED_MODEL, tags=tags))
-        return str(version.version)
+        version = str(_retry(lambda: mlflow.register_model(model_uri, REGISTERED_MODEL, tags=tags)).version)
+        alias = tags["dvc_exp"]
+        # MLflow's rule for aliases: word characters and '-', not `latest` or `v<number>`.
+        if re.fullmatch(r"[\w-]+", alias) and not re.fullmatch(r"(?i)latest|v\d+", alias):
+            _retry(lambda: MlflowClient().set_registered_model_alias(REGISTERED_MODEL, alias, version))
+        return version
 
     def tag_model_versions(self, run_id: str, tags: dict[str, str]) -> None:
         """Add `tags` to the registered versions of the generator that run `run_id` logged."""
@@ -210,6 +308,28 @@ class Tracker:
         return info.model_uri
 
 
+def _now_ms() -> int:
+    """The time a point was logged: fixed then, so a point sent twice is stored once (MLflow keys
+    a metric point by key, step, timestamp and value)."""
+    return int(time.time() * 1000)
+
+
+def _deliver(run_id: str, item: Item, retry: bool) -> None:
+    """Send one outbox item to run `run_id`. An image is sent under a new name each time, so one
+    whose earlier attempt may have reached the store is looked for first."""
+    client = MlflowClient()
+    step, timestamp = item["step"], item["timestamp"]
+    if item["kind"] == "metrics":
+        client.log_batch(run_id, metrics=[Metric(k, v, timestamp, step) for k, v in item["metrics"].items()])
+        return
+    key = item["key"]
+    if (retry or item.get("resent")) and any(
+        artifact.path.startswith(f"images/{key}+step+{step}+") for artifact in client.list_artifacts(run_id, "images")
+    ):
+        return
+    client.log_image(run_id, item["image"].numpy(), key=key, step=step, timestamp=timestamp)
+
+
 @contextmanager
 def _without_pickle_warning() -> Iterator[None]:
     """Drop MLflow's warning that a pickled model runs code when loaded. Every training stage
@@ -231,6 +351,7 @@ class _Disabled(Tracker):
     """Ranks other than 0 under torchrun: they train but log nothing."""
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
+    def resend(self, items: list[Item]) -> None: ...
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_image(self, image: np.ndarray, key: str, step: int) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
@@ -304,9 +425,11 @@ def stage_run(
         yield _Disabled()
         return
     run, logged = _start_run(stage, resume, system_metrics)
+    run_id = run.info.run_id
+    outbox = Outbox(lambda item, retry: _deliver(run_id, item, retry), _transient, patience_s())
+    tracker = Tracker(run_id, _last_logged_step(run_id) if logged else -1, outbox)
     status = "FAILED"
     try:
-        tracker = Tracker(run.info.run_id, _last_logged_step(run.info.run_id) if logged else -1)
         # A reopened run keeps its params (MLflow refuses to change one); the checkpoint's hash
         # already guarantees the stage's own params are the same.
         tracker.log_params({key: value for key, value in params.items() if key not in logged})
@@ -316,14 +439,30 @@ def stage_run(
         status = "KILLED"
         raise
     finally:
-        _retry(lambda: mlflow.end_run(status=status))
+        tracker.close()
+        if not tracker.lost:
+            _retry(lambda: mlflow.end_run(status=status))
+        else:
+            # The store is away or refuses: one attempt to end the run; the next execution on
+            # this host marks it KILLED if it is left RUNNING (or resumes it).
+            with suppress(Exception):
+                mlflow.end_run(status="FAILED")
+            if status == "FINISHED":
+                raise SrganError(tracker.lost)
         del run
 
 
 def _start_run(stage: str, resume: str | None, system_metrics: bool) -> tuple[mlflow.ActiveRun, dict[str, str]]:
     """Start a new run of `stage`, or reopen `resume` if it is still usable; return it and the
-    params it already holds."""
-    _use_store(tracking_uri())
+    params it already holds. A tracking server is asked first, with a short timeout, and its HTTP
+    calls are not retried by MLflow itself (minutes of back-off per call): `_retry` retries them
+    for as long as `$SRGAN_TRACKING_PATIENCE_S`."""
+    uri = tracking_uri()
+    check_server(uri)
+    if is_server(uri):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    _use_store(uri)
     experiment_id = _retry(_experiment_id)
     _end_runs_of_dead_processes(experiment_id)
     tags = {

@@ -1,5 +1,6 @@
 """The training loop, which knows nothing of models: it calls a step function, reports scalars at
-log intervals, validates, checkpoints, and stops cleanly on Ctrl-C."""
+log intervals, validates, checkpoints, and stops cleanly on Ctrl-C or when the tracking store has
+been away too long."""
 
 from __future__ import annotations
 
@@ -26,13 +27,14 @@ LOG_EVERY = 10
 @dataclass
 class LoopState:
     """What a checkpoint restores besides weights: the next step, the curve rows so far, the last
-    validation scores (`val_psnr`, `val_lpips`), and the MLflow run they were logged to (continued
-    on resume)."""
+    validation scores (`val_psnr`, `val_lpips`), the MLflow run they were logged to (continued
+    on resume), and the curve points and images the store had not taken yet (`Tracker.unsent`)."""
 
     step: int = 0
     curves: list[dict[str, float]] = field(default_factory=list)
     validation: dict[str, float] = field(default_factory=dict)
     run_id: str = ""
+    unsent: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -81,8 +83,9 @@ class _StopFlag:
 def run_loop(loop: Loop, state: LoopState, tracker: Tracker, rt: Runtime) -> None:
     """Run steps `state.step` .. `loop.steps`-1. Losses stay on the device between log steps (no
     per-step host sync); at log steps they are averaged (over processes too), checked for
-    NaN/inf, logged, and added to `state.curves`, and a Ctrl-C is honoured (all processes stop
-    at the same step). A checkpoint is never written from non-finite weights."""
+    NaN/inf, logged, and added to `state.curves`, and a Ctrl-C, or a tracking store away for
+    longer than its patience (`tracker.lost`), is honoured (all processes stop at the same step,
+    after a checkpoint). A checkpoint is never written from non-finite weights."""
     if state.step == 0:
         state.validation = loop.validate(0)
         tracker.log_metrics(state.validation, step=0)
@@ -106,9 +109,10 @@ def run_loop(loop: Loop, state: LoopState, tracker: Tracker, rt: Runtime) -> Non
             count += 1
             done = state.step = step + 1
             last = done == loop.steps
-            stopping = False
+            stopping, lost = False, ""
             if done % every.log == 0 or done % every.checkpoint == 0 or last:
-                means, stopping = _reduce(sums, count, stop.requested, rt)
+                lost = tracker.lost
+                means, stopping = _reduce(sums, count, stop.requested or bool(lost), rt)
                 _report(loop, state, means, validate=done % every.val == 0 or last, tracker=tracker)
                 bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
                 sums, count = {}, 0
@@ -117,6 +121,11 @@ def run_loop(loop: Loop, state: LoopState, tracker: Tracker, rt: Runtime) -> Non
                 loop.save(state)
             if stopping and not last:
                 bar.close()
+                if lost:
+                    raise SrganError(
+                        f"{loop.stage}: {lost}; checkpoint saved at step {done}/{loop.steps} with what was not "
+                        "sent; `dvc repro` resumes there"
+                    )
                 # Raised, not exited: the MLflow run ends KILLED on the way out (`stage_run`).
                 raise KeyboardInterrupt(
                     f"{loop.stage}: interrupted at step {done}/{loop.steps}; checkpoint saved. "

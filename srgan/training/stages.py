@@ -197,6 +197,7 @@ class TrainingJob:
     def run(self, tracker: Tracker) -> None:
         """Loop to the last step, then write the outs."""
         self.state.run_id = tracker.run_id
+        tracker.resend(self.state.unsent)  # what an interrupted execution could not send
         tracker.log_dataset("prepared", self.stage.data, dataset_digest(self.stage.data), context="training")
         tracker.link_inputs(self.stage.models_in)
         tracker.set_tags(self.stage.tags)
@@ -206,11 +207,12 @@ class TrainingJob:
             intervals=Intervals(self.section.val_every, self.section.checkpoint_every),
             step=lambda i: self.stage.step(i, self._next_batch),
             validate=lambda step: self._validate(tracker, step),
-            save=lambda s: _save(self.stage, self.path, s) if self.lead else None,
+            save=lambda s: _save(self.stage, self.path, s, tracker.unsent()) if self.lead else None,
         )
         run_loop(loop, self.state, tracker, self.rt)
         if self.lead:
             self.stage.finish(tracker, self.state)
+            write_text(_finished(self.path), f"step {self.state.step}: outs written and logged\n")
 
     def _validate(self, tracker: Tracker, step: int) -> dict[str, float]:
         if not self.lead:
@@ -261,19 +263,24 @@ def _resume(stage: TrainingStage, path: Path, rt: Runtime, steps: int) -> LoopSt
     """The stage's modules and optimizers loaded from its checkpoint, if one exists, and the loop's
     state; every process must find the same one.
 
-    A checkpoint of a finished run (all `steps` done) is not resumed: DVC runs a stage whose outs
-    it already has only when asked to (`dvc repro -f`), and then the stage trains again."""
+    A checkpoint of a finished run (all `steps` done and the outs written: `_finished`) is not
+    resumed: DVC runs a stage whose outs it already has only when asked to (`dvc repro -f`), and
+    then the stage trains again. One that stopped after its last step, before its outs were
+    written and logged (the tracking store away), resumes there and only finishes."""
     state = LoopState()
     saved = checkpoint.load(path, checkpoint.TRAINING_FORMAT) if path.exists() else None
-    if saved is not None and saved["step"] >= steps:
+    if saved is not None and saved["step"] >= steps and _finished(path).exists():
         print(f"{stage.name}: {path} holds a finished run; training again from step 0", file=sys.stderr)
+        _finished(path).unlink()
         saved = None
     if saved is not None:
         for name, module in stage.modules.items():
             module.load_state_dict(saved[name])
         for name, opt in stage.optimizers.items():
             opt.load_state_dict(saved[name])
-        state = LoopState(saved["step"], saved["curves"], saved["validation"], saved.get("mlflow_run_id", ""))
+        state = LoopState(
+            saved["step"], saved["curves"], saved["validation"], saved.get("mlflow_run_id", ""), saved.get("unsent", [])
+        )
         print(f"{stage.name}: resuming from step {state.step} ({path})", file=sys.stderr)
     if not distributed.agree(state.step, rt):
         raise SrganError(
@@ -284,13 +291,20 @@ def _resume(stage: TrainingStage, path: Path, rt: Runtime, steps: int) -> LoopSt
     return state
 
 
-def _save(stage: TrainingStage, path: Path, state: LoopState) -> None:
+def _finished(path: Path) -> Path:
+    """The mark beside a checkpoint that its run wrote its outs: the next execution trains anew."""
+    return path.with_name("finished")
+
+
+def _save(stage: TrainingStage, path: Path, state: LoopState, unsent: list[dict[str, Any]]) -> None:
+    """The checkpoint: weights, optimizers, the loop's state, and the tracker's `unsent` items."""
     payload: dict[str, Any] = {
         "format": checkpoint.TRAINING_FORMAT,
         "step": state.step,
         "curves": state.curves,
         "validation": state.validation,
         "mlflow_run_id": state.run_id,
+        "unsent": unsent,
     }
     payload.update({name: checkpoint.cpu_state_dict(m) for name, m in stage.modules.items()})
     payload.update({name: opt.state_dict() for name, opt in stage.optimizers.items()})
