@@ -3,7 +3,7 @@
     python benchmarks/precision_parity.py [--data data/prepared] [--steps N]
 
 Trains the default pretrain schedule (params.yaml's seed, scale, model and pretrain sections) in
-fp32 and in bf16, for three seeds each, through the pipeline's own `srgan.training.stages.pretrain`, and
+fp32 and in bf16, for three seeds each, through the pipeline's own `srgan.training.jobs.pretrain`, and
 compares the final validation PSNRs: bf16 passes when |mean bf16 − mean fp32| ≤ max(fp32 spread
 over the seeds, 0.05 dB). The acceptance figure is the default schedule; `--steps` shortens it
 for a quick look, which says little about parity at the end of the real schedule.
@@ -33,8 +33,8 @@ import yaml
 from srgan.core.config import Params, load_params
 from srgan.core.errors import SrganError, exit_on_error
 from srgan.core.runtime import cpu_name
-from srgan.core.tracking import stage_run
-from srgan.training.stages import pretrain
+from srgan.tracking.runs import stage_run
+from srgan.training.jobs import pretrain
 
 PRECISIONS = ("fp32", "bf16")
 SEEDS = 3

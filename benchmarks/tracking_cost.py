@@ -40,7 +40,7 @@ def measure(points: int) -> dict[str, float]:
     from mlflow.entities import Metric
     from mlflow.tracking import MlflowClient
 
-    from srgan.core.tracking import stage_run
+    from srgan.tracking.runs import stage_run
 
     values = {key: 0.5 for key in KEYS}
     with stage_run("benchmark", {}) as tracker:

@@ -80,7 +80,7 @@ class Workload:
 
     @property
     def batches_per_step(self) -> int:
-        # A GAN iteration takes d_steps (1) + 1 fresh batches, as srgan.training.stages.train_gan does.
+        # A GAN iteration takes d_steps (1) + 1 fresh batches, as srgan.training.jobs.train_gan does.
         return 1 if self.content is None else 2
 
 

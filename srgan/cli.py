@@ -133,7 +133,8 @@ def cmd_export(args: argparse.Namespace) -> None:
 def cmd_registry_prune(args: argparse.Namespace) -> None:
     """Keep the registry small: delete the generator versions no one points at beyond the newest N."""
     from srgan.core.runtime import project_root
-    from srgan.core.tracking import prune_registry, require_store
+    from srgan.tracking.registry import prune_registry
+    from srgan.tracking.uris import require_store
 
     require_store()
     root = project_root()
@@ -150,7 +151,7 @@ def cmd_registry_prune(args: argparse.Namespace) -> None:
 
 def cmd_server(args: argparse.Namespace) -> None:
     """Run a team's tracking server (PostgreSQL, MLflow, logins) in a folder until Ctrl-C."""
-    from srgan.core.server import serve
+    from srgan.tracking.server import serve
 
     serve(args.dir, args.host, args.port)
 

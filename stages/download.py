@@ -10,9 +10,9 @@ from srgan.core.atomic import atomic_dir
 from srgan.core.config import flatten, load_params
 from srgan.core.errors import exit_on_error
 from srgan.core.runtime import project_root
-from srgan.core.tracking import stage_run
 from srgan.data.download import materialize
 from srgan.data.sources import check_source
+from srgan.tracking.runs import stage_run
 
 
 @exit_on_error

@@ -9,8 +9,8 @@ from srgan.core.atomic import write_text
 from srgan.core.config import flatten, load_params
 from srgan.core.errors import exit_on_error
 from srgan.core.runtime import resolve_runtime
-from srgan.core.tracking import stage_run
 from srgan.evaluation.evaluate import run_evaluation
+from srgan.tracking.runs import stage_run
 
 
 @exit_on_error

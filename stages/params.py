@@ -18,10 +18,10 @@ from pathlib import Path
 from srgan.core.atomic import write_text
 from srgan.core.config import load_params
 from srgan.core.errors import exit_on_error
-from srgan.core.remote import check_server, patience_s, tracking_uri
 from srgan.models.checkpoint import params_config
 from srgan.models.networks import check_architecture
 from srgan.models.zoo import load_start
+from srgan.tracking.remote import check_server, patience_s, tracking_uri
 
 
 @exit_on_error

@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     params = load_params()
     # Imported here, not at the top: the decoding pool's spawned workers import this module again
     # (as `__mp_main__`), and with mlflow and torch each of them would hold ~600 MB more.
-    from srgan.core.tracking import stage_run
+    from srgan.tracking.runs import stage_run
 
     with stage_run("preprocess", flatten(params)) as tracker:
         manifest = preprocess(params, args.raw, args.out)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from srgan.core.config import load_params
 from srgan.core.errors import exit_on_error
-from srgan.core.remote import check_server, tracking_uri
-from srgan.core.tracking import stage_run
+from srgan.tracking.remote import check_server, tracking_uri
+from srgan.tracking.runs import stage_run
 from srgan.training import distributed
-from srgan.training.stages import pretrain
+from srgan.training.jobs import pretrain
 
 
 @exit_on_error

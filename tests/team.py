@@ -16,7 +16,7 @@ import psutil
 import requests
 from project import BIN, clean_env, free_port, wait_for_url
 
-from srgan.core.server import Postgres
+from srgan.tracking.server import Postgres
 
 START_TIMEOUT = 180  # s; the first start migrates two new databases
 ADMIN_PASSWORD = "admin-Secret-4821"

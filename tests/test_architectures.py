@@ -17,13 +17,13 @@ from torch import nn
 from srgan.cli import main
 from srgan.core.config import parse_params
 from srgan.core.errors import SrganError
-from srgan.core.tracking import stage_run
 from srgan.inference.export import export_onnx
 from srgan.inference.tiling import context_radius, upscale_image
 from srgan.models import checkpoint
 from srgan.models.networks import ARCHITECTURES, Generator, check_architecture
 from srgan.models.zoo import load_model
-from srgan.training.stages import pretrain
+from srgan.tracking.runs import stage_run
+from srgan.training.jobs import pretrain
 from tests.test_upscale import CPU_FP32, FP32, smooth_image
 from tests.tiny_stage import TINY_PARAMS, write_tiny_project
 

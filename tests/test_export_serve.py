@@ -24,10 +24,10 @@ from project import free_port, stop_process_group, wait_for_url
 from torch import nn
 
 from srgan.cli import main
-from srgan.core.tracking import stage_run
 from srgan.inference.export import ONNX_OPSET
 from srgan.models.checkpoint import generator_config, save_generator
 from srgan.models.networks import Generator
+from srgan.tracking.runs import stage_run
 
 # fp32 on both sides; convolution sums in another order differ by ~1e-6 on outputs near 1.
 ONNX_TOLERANCE = 1e-4

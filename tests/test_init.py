@@ -17,11 +17,11 @@ from tiny_stage import TINY_PARAMS, write_tiny_project
 
 from srgan.core.config import Params, parse_params
 from srgan.core.errors import SrganError
-from srgan.core.tracking import stage_run
 from srgan.models import zoo
 from srgan.models.checkpoint import generator_config, load_generator, params_config, save_generator
 from srgan.models.networks import Generator
-from srgan.training.stages import pretrain
+from srgan.tracking.runs import stage_run
+from srgan.training.jobs import pretrain
 
 TINY = generator_config(4, 1, 8, True)  # tiny_stage's model: 1 block × 8 channels
 PATHS = (Path("data/prepared"), Path("g.pt"), Path("c.csv"))  # in the tiny project, the working directory

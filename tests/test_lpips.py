@@ -21,9 +21,9 @@ import pytest
 from PIL import Image
 
 from srgan.core.errors import SrganError
-from srgan.evaluation import lpips as lpips_module
-from srgan.evaluation.lpips import lpips, lpips_model, weights_dir
 from srgan.evaluation.lpips_setup import install_from_sdist, unpickle_arrays
+from srgan.models import lpips as lpips_module
+from srgan.models.lpips import lpips, lpips_model, weights_dir
 
 # IQA-PyTorch's ResultsCalibra/calibration_summary.csv, row `lpips` (AlexNet, v0.1).
 OFFICIAL = {"I03": 0.7237, "I04": 0.2572, "I06": 0.05079, "I08": 0.05205, "I19": 0.4253}

@@ -17,9 +17,9 @@ from srgan.cli import main
 from srgan.core.errors import SrganError
 from srgan.core.metrics import Convention, convention, mse, psnr, rgb_to_y, ssim
 from srgan.data.imresize import imresize_uint8, modcrop
-from srgan.evaluation.lpips import lpips
 from srgan.evaluation.niqe import niqe
 from srgan.evaluation.scores import METRIC_NAMES, METRICS, Measured, Scores, average, measure
+from srgan.models.lpips import lpips
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "benchmarks"
 

@@ -15,10 +15,10 @@ from mlflow.tracking import MlflowClient
 
 from srgan.cli import main
 from srgan.core.errors import SrganError
-from srgan.core.remote import check_server, patience_s
-from srgan.core.tracking import stage_run
 from srgan.models.checkpoint import generator_config, save_generator
 from srgan.models.networks import Generator
+from srgan.tracking.remote import check_server, patience_s
+from srgan.tracking.runs import stage_run
 
 REPO = Path(__file__).resolve().parents[1]
 # One interpreter imports the store code once (about 5 s on 2 cores), then forks a child per
@@ -28,14 +28,14 @@ KILL_AND_REOPEN = """
 import os, signal, sys, time
 from pathlib import Path
 from mlflow.tracking import MlflowClient
-from srgan.core.tracking import _use_store
+from srgan.tracking.store import use_store
 stores = []
 for i, offset in enumerate(map(float, sys.argv[2:])):
     store = Path(sys.argv[1]) / f"s{i}" / "mlflow.db"
     store.parent.mkdir()
     pid = os.fork()
     if pid == 0:
-        _use_store(f"sqlite:///{store}")
+        use_store(f"sqlite:///{store}")
         os._exit(0)
     while os.waitpid(pid, os.WNOHANG) == (0, 0):
         if any(store.parent.iterdir()):  # building has begun
@@ -46,7 +46,7 @@ for i, offset in enumerate(map(float, sys.argv[2:])):
         time.sleep(0.005)
     stores.append(store)
 for store in stores:
-    _use_store(f"sqlite:///{store}")
+    use_store(f"sqlite:///{store}")
     MlflowClient(f"sqlite:///{store}").create_experiment("x")
 """
 

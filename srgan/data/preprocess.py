@@ -32,15 +32,11 @@ whatever the number of workers.
 
 from __future__ import annotations
 
-import multiprocessing
-import signal
-from collections.abc import Callable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from srgan.core import threads
 from srgan.core.atomic import atomic_dir, atomic_path, write_json
@@ -50,11 +46,9 @@ from srgan.data import sources
 from srgan.data.imageio import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_png
 from srgan.data.imresize import imresize_uint8, modcrop
 from srgan.data.patches import Corner, cut_patches, patch_corners, select_val_patches, split_images
+from srgan.data.workers import Workers
 
 MANIFEST = "manifest.json"
-
-Task = TypeVar("Task")
-Result = TypeVar("Result")
 
 
 def input_folders(params: Params, raw_root: str | Path) -> tuple[Path, dict[str, Path]]:
@@ -159,39 +153,6 @@ def _eval_image(task: tuple[Path, str, Path, Path], *, scale: int, max_pixels: i
     return None
 
 
-class _Workers:
-    """Runs per-image work on `count` processes, or in-process for one; results in task order."""
-
-    def __init__(self, count: int) -> None:
-        self.count = count
-        # spawn, not fork: workers must not inherit the parent's threads (tqdm's monitor, BLAS or
-        # torch pools when called from a test or notebook). One worker works in-process, so a
-        # single core pays no process start-up or pickling. Workers ignore SIGINT: a terminal's
-        # Ctrl-C reaches the whole process group, and only the main process should answer it
-        # (one message, the pool terminated), not each worker with a traceback.
-        pool = multiprocessing.get_context("spawn").Pool
-        ignore_ctrl_c = (signal.SIGINT, signal.SIG_IGN)
-        self.pool = pool(count, initializer=signal.signal, initargs=ignore_ctrl_c) if count > 1 else None
-
-    def __enter__(self) -> _Workers:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.pool is not None:
-            self.pool.terminate()
-
-    def map(self, fn: Callable[[Task], Result], tasks: Sequence[Task], desc: str) -> Iterator[Result]:
-        """`fn` over `tasks` with a progress bar. Ordered `imap`: the bytes written never depend
-        on which worker finished first."""
-        if self.pool is None:
-            results: Iterator[Result] = map(fn, tasks)
-        else:
-            # Chunks of a few tasks: fewer pipe round trips, which dominate for small images on a
-            # busy machine, while a chunk of DIV2K-sized images' patches stays about 200 MB.
-            results = self.pool.imap(fn, tasks, chunksize=max(1, min(8, len(tasks) // (8 * self.count))))
-        return iter(tqdm(results, total=len(tasks), desc=desc, unit="img"))
-
-
 def prepare(
     train_dir: Path, eval_dirs: dict[str, Path], out: str | Path, *, seed: int, scale: int, settings: PreprocessParams
 ) -> dict[str, Any]:
@@ -214,7 +175,7 @@ def prepare(
     Image paths are relative to their source folder. Raises `SrganError` when no training
     image is usable.
     """
-    with atomic_dir(out) as staging, _Workers(settings.workers or threads.claim("auto").threads) as workers:
+    with atomic_dir(out) as staging, Workers(settings.workers or threads.claim("auto").threads) as workers:
         manifest = _prepare_into(staging, workers, train_dir, eval_dirs, seed=seed, scale=scale, settings=settings)
         write_json(staging / MANIFEST, manifest)
     return manifest
@@ -222,7 +183,7 @@ def prepare(
 
 def _prepare_into(
     staging: Path,
-    workers: _Workers,
+    workers: Workers,
     train_dir: Path,
     eval_dirs: dict[str, Path],
     *,
@@ -251,7 +212,7 @@ def _prepare_into(
 
 
 def _usable_training_images(
-    workers: _Workers, train_dir: Path, settings: PreprocessParams
+    workers: Workers, train_dir: Path, settings: PreprocessParams
 ) -> tuple[dict[str, tuple[int, int]], list[dict[str, str]]]:
     """The (height, width) of each training image that yields a patch, and the skipped ones."""
     names = list_images(train_dir)
@@ -277,7 +238,7 @@ def _usable_training_images(
 
 def _write_train_val(
     staging: Path,
-    workers: _Workers,
+    workers: Workers,
     train_dir: Path,
     sizes: dict[str, tuple[int, int]],
     *,
@@ -321,7 +282,7 @@ def _write_train_val(
 
 
 def _prepare_eval_set(
-    staging: Path, workers: _Workers, slug: str, folder: Path, *, scale: int, max_pixels: int
+    staging: Path, workers: Workers, slug: str, folder: Path, *, scale: int, max_pixels: int
 ) -> tuple[list[str], list[dict[str, str]]]:
     """Write one eval set's PNG pairs; return its sorted output names and its skipped files."""
     source = f"eval/{slug}"

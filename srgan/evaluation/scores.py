@@ -18,8 +18,8 @@ import numpy as np
 
 from srgan.core.errors import SrganError
 from srgan.core.metrics import Convention, mean_squared, prepare_pair, psnr_from_mse, ssim_prepared
-from srgan.evaluation.lpips import lpips
 from srgan.evaluation.niqe import FlatImageError, niqe
+from srgan.models.lpips import lpips
 
 
 @dataclass(frozen=True)

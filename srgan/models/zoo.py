@@ -73,7 +73,7 @@ def load_model(spec: str) -> nn.Module:
     """A generator, in eval mode, from a released name (its sha256 checked), a checkpoint file
     (`srgan.models.checkpoint`) or an MLflow model URI.
 
-    The URI is resolved by `srgan.core.tracking`, the only module that imports mlflow, and only when
+    The URI is resolved by `srgan.tracking.uris` (only `srgan.tracking` imports mlflow), and only when
     asked for: importing mlflow costs seconds.
     """
     from srgan.models.checkpoint import load_generator
@@ -83,7 +83,7 @@ def load_model(spec: str) -> nn.Module:
         return load_generator(released_path(spec))
     if not is_model_uri(spec):
         return load_generator(spec)
-    from srgan.core.tracking import load_generator_from_uri
+    from srgan.tracking.uris import load_generator_from_uri
 
     gen = load_generator_from_uri(spec)
     if not isinstance(gen, tuple(ARCHITECTURES.values())):
@@ -140,7 +140,7 @@ def _load_start(spec: str, expect: dict[str, Any]) -> Start:
     buffer = io.BytesIO()  # its weights as a generator file, so equal weights give one sha256
     torch.save({"format": GENERATOR_FORMAT, "config": expect, "state_dict": cpu_state_dict(gen)}, buffer)
     digest = _sha256(buffer.getvalue())
-    from srgan.core.tracking import source_run_id
+    from srgan.tracking.uris import source_run_id
 
     tags = {"init.spec": spec, "init.sha256": digest, "lineage.init_run_id": source_run_id(spec)}
     return Start(spec, gen, digest, None, tags)

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from srgan.core.errors import SrganError
 from srgan.core.runtime import Runtime
-from srgan.core.tracking import Tracker
+from srgan.tracking.tracker import Tracker
 from srgan.training import distributed
 from srgan.training.steps import Scalars
 

@@ -15,8 +15,8 @@ from torch import nn
 from srgan.core.metrics import psnr
 from srgan.core.runtime import Runtime
 from srgan.data.batches import to_float
-from srgan.evaluation.lpips import MIN_SIZE as LPIPS_MIN_SIZE
-from srgan.evaluation.lpips import lpips_model
+from srgan.models.lpips import MIN_SIZE as LPIPS_MIN_SIZE
+from srgan.models.lpips import lpips_model
 from srgan.training.losses import GeneratorLoss, discriminator_loss
 
 Scalars = dict[str, torch.Tensor]  # a step's losses and statistics by name, 0-dim tensors on the device

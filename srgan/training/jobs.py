@@ -8,31 +8,27 @@ description. The stage's `main()` opens the MLflow run and hands its tracker to 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
-import json
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from srgan.core.atomic import write_text
 from srgan.core.config import Params, PretrainParams, TrainParams, flatten
-from srgan.core.errors import SrganError
 from srgan.core.provenance import dataset_digest
-from srgan.core.runtime import Runtime, project_root, resolve_runtime, seed_everything
-from srgan.core.tracking import Tracker
+from srgan.core.runtime import Runtime, resolve_runtime, seed_everything
 from srgan.data.batches import RandomCrops, Shards, batch_loader, to_float
 from srgan.models import checkpoint
 from srgan.models.networks import Discriminator, build_generator, icnr_
 from srgan.models.zoo import load_start
+from srgan.tracking.tracker import Tracker
 from srgan.training import distributed
 from srgan.training.loop import Intervals, Loop, LoopState, Scalars, run_loop
 from srgan.training.losses import ContentLoss, GeneratorLoss
+from srgan.training.resume import checkpoint_path, finished_mark, resume, save
 from srgan.training.steps import (
     VALIDATION,
     adam,
@@ -183,8 +179,8 @@ class TrainingJob:
     def __init__(self, stage: TrainingStage, params: Params, rt: Runtime, shards: Shards, val: ValPairs) -> None:
         self.stage, self.params, self.rt, self.val = stage, params, rt, val
         self.section = getattr(params, stage.name)
-        self.path = _checkpoint_path(stage.name, params, rt, ("seed", "scale", "model", stage.name), stage.inputs)
-        self.state = _resume(stage, self.path, rt, self.section.steps)
+        self.path = checkpoint_path(stage.name, params, rt, ("seed", "scale", "model", stage.name), stage.inputs)
+        self.state = resume(stage.name, stage.modules, stage.optimizers, self.path, rt, self.section.steps)
         self.lead = rt.rank == 0
         self.run_params = {**flatten(params), **rt.describe()}
         self._next_batch = _batch_source(stage, self.section, params, rt, shards, start=self.state.step)
@@ -207,12 +203,19 @@ class TrainingJob:
             intervals=Intervals(self.section.val_every, self.section.checkpoint_every),
             step=lambda i: self.stage.step(i, self._next_batch),
             validate=lambda step: self._validate(tracker, step),
-            save=lambda s: _save(self.stage, self.path, s, tracker.unsent()) if self.lead else None,
+            save=lambda s: (
+                save(self.stage.modules, self.stage.optimizers, self.path, s, tracker.unsent()) if self.lead else None
+            ),
         )
         run_loop(loop, self.state, tracker, self.rt)
         if self.lead:
             self.stage.finish(tracker, self.state)
-            write_text(_finished(self.path), f"step {self.state.step}: outs written and logged\n")
+            write_text(finished_mark(self.path), f"step {self.state.step}: outs written and logged\n")
+
+    def _save(self, state: LoopState, tracker: Tracker) -> None:
+        """The checkpoint, with what `tracker` has not sent yet; only the lead process writes it."""
+        if self.lead:
+            save(self.stage.modules, self.stage.optimizers, self.path, state, tracker.unsent())
 
     def _validate(self, tracker: Tracker, step: int) -> dict[str, float]:
         if not self.lead:
@@ -259,58 +262,6 @@ def _batch_source(
     return next_batch
 
 
-def _resume(stage: TrainingStage, path: Path, rt: Runtime, steps: int) -> LoopState:
-    """The stage's modules and optimizers loaded from its checkpoint, if one exists, and the loop's
-    state; every process must find the same one.
-
-    A checkpoint of a finished run (all `steps` done and the outs written: `_finished`) is not
-    resumed: DVC runs a stage whose outs it already has only when asked to (`dvc repro -f`), and
-    then the stage trains again. One that stopped after its last step, before its outs were
-    written and logged (the tracking store away), resumes there and only finishes."""
-    state = LoopState()
-    saved = checkpoint.load(path, checkpoint.TRAINING_FORMAT) if path.exists() else None
-    if saved is not None and saved["step"] >= steps and _finished(path).exists():
-        print(f"{stage.name}: {path} holds a finished run; training again from step 0", file=sys.stderr)
-        _finished(path).unlink()
-        saved = None
-    if saved is not None:
-        for name, module in stage.modules.items():
-            module.load_state_dict(saved[name])
-        for name, opt in stage.optimizers.items():
-            opt.load_state_dict(saved[name])
-        state = LoopState(
-            saved["step"], saved["curves"], saved["validation"], saved.get("mlflow_run_id", ""), saved.get("unsent", [])
-        )
-        print(f"{stage.name}: resuming from step {state.step} ({path})", file=sys.stderr)
-    if not distributed.agree(state.step, rt):
-        raise SrganError(
-            f"{stage.name}: the processes found different checkpoints at {path} (rank {rt.rank} "
-            f"starts at step {state.step}); across machines, put the project's .cache on a shared filesystem, "
-            "or delete it to start afresh"
-        )
-    return state
-
-
-def _finished(path: Path) -> Path:
-    """The mark beside a checkpoint that its run wrote its outs: the next execution trains anew."""
-    return path.with_name("finished")
-
-
-def _save(stage: TrainingStage, path: Path, state: LoopState, unsent: list[dict[str, Any]]) -> None:
-    """The checkpoint: weights, optimizers, the loop's state, and the tracker's `unsent` items."""
-    payload: dict[str, Any] = {
-        "format": checkpoint.TRAINING_FORMAT,
-        "step": state.step,
-        "curves": state.curves,
-        "validation": state.validation,
-        "mlflow_run_id": state.run_id,
-        "unsent": unsent,
-    }
-    payload.update({name: checkpoint.cpu_state_dict(m) for name, m in stage.modules.items()})
-    payload.update({name: opt.state_dict() for name, opt in stage.optimizers.items()})
-    checkpoint.save(path, payload)
-
-
 def _setup(params: Params, data_dir: Path, batch_key: str, batch_size: int) -> tuple[Runtime, Shards, ValPairs]:
     """The runtime (torchrun's process group included), the seeds, the training shards and the
     validation pairs (uint8 (N, 3, h, w) LR, (N, 3, H, W) HR)."""
@@ -319,19 +270,6 @@ def _setup(params: Params, data_dir: Path, batch_key: str, batch_size: int) -> t
     shards = Shards(data_dir / "train")
     val = Shards(data_dir / "val").all_pairs()
     return rt, shards, val
-
-
-def _checkpoint_path(stage: str, params: Params, rt: Runtime, sections: tuple[str, ...], inputs: list[Path]) -> Path:
-    """`.cache/<stage>/<hash>/last.pt`: outside DVC's outs, keyed by the stage's params, the
-    resolved device, precision and process count, and its inputs, so a run with the same settings
-    resumes and a changed one (an fp32 run after a bf16 one included) starts afresh."""
-    flat = flatten(params)
-    keys = {k: v for k, v in flat.items() if k.split(".")[0] in sections}
-    keys.update({"device": rt.device.type, "precision": rt.precision, "world_size": rt.world_size})
-    digest = hashlib.sha256(json.dumps(keys, sort_keys=True).encode())
-    for path in inputs:
-        digest.update(path.read_bytes())
-    return project_root() / ".cache" / stage / digest.hexdigest()[:16] / "last.pt"
 
 
 def _write_curves(path: Path, curves: list[dict[str, float]], columns: list[str]) -> None:

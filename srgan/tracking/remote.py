@@ -63,7 +63,7 @@ def check_server(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
 
     The question is the one every stage asks first (does experiment `srgan` exist?), so a server
     that answers it, 200 or 404, will take the stage's run; a user who may read but not write is
-    refused when the stage creates its run, in one line too (`srgan.core.tracking`).
+    refused when the stage creates its run, in one line too (`srgan.tracking.store.retry`).
     """
     if not is_server(uri):
         return
