@@ -43,7 +43,7 @@ class Team:
         return env
 
     def start(self) -> None:
-        """`srgan server --dir <folder> --port <port>`, as README's team section runs it."""
+        """`srgan server --dir <folder> --port <port>`, as docs/scaling.md's team section runs it."""
         began = time.monotonic()
         with open(self.log, "ab") as log:
             self.server = subprocess.Popen(

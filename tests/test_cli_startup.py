@@ -1,5 +1,5 @@
 """`srgan` starts fast: its module imports no heavy package, and each command imports only what
-it uses (MLflow only for a model URI). Times are in the README; these tests check the imports."""
+it uses (MLflow only for a model URI). Times are in docs/speed.md; these tests check the imports."""
 
 from __future__ import annotations
 

