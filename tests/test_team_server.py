@@ -111,6 +111,7 @@ def test_many_writers_at_once_lose_nothing(served: Served, clone: Path, admin: M
     assert second.returncode == 0, output[-3000:]
     statuses = wait_for_queue(project, list(VARIANTS))
     all_seconds = time.monotonic() - began
+    run(["dvc", "queue", "stop"], project)  # the workers leave (they would, idle, on their own)
     assert statuses == dict.fromkeys(VARIANTS, "Success"), statuses
     print(
         f"four writers: the clone's repro {clone_seconds:.0f} s (alone {served.seconds:.0f} s), all {all_seconds:.0f} s"
