@@ -23,7 +23,7 @@ from srgan.core.metrics import CONVENTIONS, DEFAULT_CONVENTION, convention
 
 # The commands import torch and their modules when they run, not here: `srgan --help` and argument
 # errors answer at once, and no command imports mlflow unless it loads a model URI.
-from srgan.inference.limits import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_TILE, MIN_TILE
+from srgan.inference.limits import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_TILE, MIN_TILE, check_max_output_pixels
 from srgan.models.zoo import DEFAULT_RELEASED, RELEASED
 
 DEFAULT_MODEL = DEFAULT_RELEASED  # works on a fresh clone: the generator shipped in srgan/models/weights/
@@ -97,6 +97,7 @@ def cmd_upscale(args: argparse.Namespace) -> None:
     from srgan.inference.video import VideoOptions, is_video
     from srgan.models.zoo import load_model
 
+    check_max_output_pixels(args.max_output_pixels)  # before the model loads
     jobs = plan_jobs(args.inputs, args.output, args.format)
     rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision, threads=args.threads))
     gen = load_model(args.model)
@@ -298,7 +299,7 @@ def _add_upscale(commands: argparse._SubParsersAction) -> None:
         type=_positive_int,
         default=DEFAULT_MAX_OUTPUT_PIXELS,
         help=f"refuse inputs whose output would be larger (default {DEFAULT_MAX_OUTPUT_PIXELS}; "
-        "the output needs about 3 bytes a pixel, 7 while it is encoded)",
+        "the output needs about 3 bytes a pixel, 7 while it is encoded: at most this machine's memory / 7)",
     )
     up.add_argument("--codec", default="libx264", help="video encoder, any FFmpeg encoder (default libx264: H.264)")
     up.add_argument(

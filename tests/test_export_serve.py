@@ -68,6 +68,7 @@ def test_onnx_export_has_dynamic_axes_and_agrees_with_pytorch(tmp_path: Path, bi
         ("g.png", "g.png: srgan export writes ONNX; name the file .onnx"),
         ("folder", "folder: is a folder; name the file to write, e.g. folder/generator.onnx"),
         ("file.txt/g.onnx", "file.txt/g.onnx: file.txt is a file, not a folder"),
+        ("gone/g.onnx", "gone/g.onnx: gone is a broken link (points to the missing folder deleted), not a folder"),
         ("same.onnx", "same.onnx: is the model being exported; choose another output name"),
     ],
 )
@@ -80,6 +81,7 @@ def test_export_refuses_an_output_it_must_not_write(
     (tmp_path / "same.onnx").symlink_to(tmp_path / "gen.pt")  # a model file under an .onnx name
     (tmp_path / "folder").mkdir()
     (tmp_path / "file.txt").write_text("a file")
+    (tmp_path / "gone").symlink_to("deleted")
     before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
     model = "same.onnx" if output == "same.onnx" else "gen.pt"
     with pytest.raises(SystemExit) as exit_info:
@@ -88,6 +90,21 @@ def test_export_refuses_an_output_it_must_not_write(
     assert capsys.readouterr().err == f"error: {message}\n"
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
     assert list((tmp_path / "folder").iterdir()) == []
+
+
+@pytest.mark.skipif(
+    not Path("/sys/kernel").is_dir(), reason="needs sysfs: a folder where even root cannot create files"
+)
+def test_export_into_a_folder_it_cannot_write_says_so_in_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Root may write into any chmod-0555 folder, not into /sys: the PermissionError a user gets."""
+    save_generator(tmp_path / "gen.pt", random_generator(False), generator_config(4, 2, 8, False))
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", "--model", str(tmp_path / "gen.pt"), "-o", "/sys/g.onnx"])
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err == "error: /sys/g.onnx: cannot write (Permission denied)\n"
+    assert not list(Path("/sys").glob(".g.onnx.*"))
 
 
 def test_onnx_opset_is_the_documented_one(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from srgan.core.errors import SrganError
-from srgan.data.imageio import ImageReadError, read_image, write_png
+from srgan.data.imageio import ImageReadError, list_images, read_image, write_png
 
 BOUND = 10_000_000
 
@@ -220,3 +220,14 @@ def test_read_error_survives_pickling(tmp_path: Path) -> None:
         read_image(tmp_path / "e.png", max_pixels=BOUND)
     copy = pickle.loads(pickle.dumps(info.value))
     assert (copy.reason, copy.path, str(copy)) == ("empty file", tmp_path / "e.png", str(info.value))
+
+
+def test_a_broken_link_is_listed_and_refused_by_name(tmp_path: Path) -> None:
+    """Preprocess and `srgan eval` then give it a skip reason instead of losing it from the count."""
+    (tmp_path / "sub").mkdir()
+    write_png(tmp_path / "sub" / "a.png", np.zeros((4, 4, 3), np.uint8))
+    (tmp_path / "sub" / "gone.png").symlink_to("deleted.png")
+    assert list_images(tmp_path) == ["sub/a.png", "sub/gone.png"]
+    with pytest.raises(ImageReadError) as info:
+        read_image(tmp_path / "sub" / "gone.png", max_pixels=100)
+    assert info.value.reason == "broken link (points to the missing file deleted.png)"

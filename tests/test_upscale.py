@@ -7,10 +7,14 @@ import io
 import math
 import os
 import pty
+import re
+import resource
 import signal
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +28,7 @@ from srgan.cli import main
 from srgan.core.errors import SrganError
 from srgan.core.runtime import Runtime
 from srgan.evaluation.evaluate import generator_upscaler
-from srgan.inference.limits import MIN_TILE
+from srgan.inference.limits import MIN_TILE, max_output_pixels_ceiling
 from srgan.inference.tiling import context_radius, tile_spans, upscale_batch, upscale_image
 from srgan.inference.upscale import Job, plan_jobs, read_picture, upscale_files
 from srgan.models.checkpoint import generator_config, save_discriminator, save_generator
@@ -533,3 +537,110 @@ def test_an_output_folder_that_is_a_file_is_named_as_such(
         "image or video extension)"
     ]
     assert (tmp_path / "out").read_text() == "a file without an extension"
+
+
+def png_claiming(path: Path, width: int, height: int) -> None:
+    """A valid PNG header claiming width×height RGB pixels, with two rows of data: a few hundred
+    bytes on disk, whatever it claims (the decompression bomb a header check must stop)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)  # 8-bit RGB, no interlace
+    rows = zlib.compress(b"\0" * (1 + 3 * width) * 2)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+BEYOND_MEMORY = re.escape("more output pixels than this machine's ") + r"\d+" + re.escape(" GiB of memory can hold")
+
+
+def test_max_output_pixels_beyond_what_memory_holds_is_refused(
+    tmp_path: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    Image.fromarray(smooth_image(12, 16)).save(tmp_path / "in.png")
+    with pytest.raises(SystemExit) as exit_info:
+        upscale_cli(
+            tmp_path / "in.png", "-o", tmp_path / "out.png", "--model", model_file, "--max-output-pixels", 10**15
+        )
+    assert exit_info.value.code == 2
+    (line,) = error_lines(capsys.readouterr().err)
+    ceiling = max_output_pixels_ceiling()
+    assert re.fullmatch(
+        f"error: --max-output-pixels 1000000000000000: {BEYOND_MEMORY} at 7 bytes each; use at most {ceiling}", line
+    ), line
+    assert not (tmp_path / "out.png").exists()
+    with pytest.raises(SrganError, match=f"^--max-output-pixels 1000000000000000: {BEYOND_MEMORY}"):
+        upscale_files(
+            random_generator(), [Job(tmp_path / "in.png", tmp_path / "out.png")], CPU_FP32, max_output_pixels=10**15
+        )
+
+
+def test_a_header_claiming_more_pixels_than_allowed_is_refused_before_decoding(
+    tmp_path: Path, model_file: Path
+) -> None:
+    """A 700-byte PNG claiming 100000×100000 pixels (1.6·10¹¹ output pixels at ×4, 30 GB decoded),
+    at the largest --max-output-pixels accepted and beyond it: one line, nothing decoded. Under a
+    6 GiB address-space limit, so that a regression fails here with a MemoryError instead of
+    growing until the kernel kills it."""
+    png_claiming(tmp_path / "huge.png", 100_000, 100_000)
+    assert (tmp_path / "huge.png").stat().st_size < 1000
+    ceiling = max_output_pixels_ceiling()
+    bounded = {"preexec_fn": lambda: resource.setrlimit(resource.RLIMIT_AS, (6 * 2**30, 6 * 2**30))}
+    expected = {
+        str(ceiling): re.escape(
+            f"error: huge.png: too many pixels (100000×100000 > {ceiling // 16} input pixels, i.e. {ceiling} output "
+            "pixels at ×4; see --max-output-pixels)"
+        ),
+        str(10**15): f"error: --max-output-pixels 1000000000000000: {BEYOND_MEMORY}.*",
+    }
+    for option, line in expected.items():
+        proc = srgan_command(
+            "upscale", "huge.png", "-o", "out.png", "--model", model_file, "--max-output-pixels", option,
+            cwd=tmp_path, **bounded,
+        )  # fmt: skip
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 2, err
+        assert re.fullmatch(line, error_lines(err)[0]), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gen.pt", "huge.png"]
+
+
+def test_a_broken_link_in_a_folder_is_named_and_fails_the_run(
+    tmp_path: Path, model_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    Image.fromarray(smooth_image(12, 16)).save(folder / "good.png")
+    (folder / "gone.png").symlink_to(tmp_path / "deleted.png")
+    with pytest.raises(SystemExit) as exit_info:
+        upscale_cli(folder, "-o", tmp_path / "out", "--model", model_file)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert error_lines(err) == [
+        f"error: {folder / 'gone.png'}: broken link (points to the missing file {tmp_path / 'deleted.png'})",
+        "error: 1 of 2 images failed",
+    ]
+    assert "2 images to upscale" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["good.png"]
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("srgan-x2", "srgan-x2: neither a released model (srgan-t91bsd200, srresnet-t91bsd200) nor an existing file"),
+        (
+            "models/srgan.pt",
+            "models/srgan.pt: file not found (`dvc repro` writes models/srgan.pt and models/srresnet.pt)",
+        ),
+        ("./x.pt", "./x.pt: file not found (`dvc repro` writes models/srgan.pt and models/srresnet.pt)"),
+    ],
+)
+def test_an_unknown_model_name_lists_the_released_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], model: str, message: str
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Image.fromarray(smooth_image(12, 16)).save("photo.png")
+    with pytest.raises(SystemExit) as exit_info:
+        upscale_cli("photo.png", "-o", "out", "--model", model)
+    assert exit_info.value.code == 2
+    assert error_lines(capsys.readouterr().err) == [f"error: {message}"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]

@@ -44,7 +44,8 @@ _TRUNCATED_MESSAGES = ("image file is truncated",)
 class ImageReadError(SrganError):
     """A file that cannot be used as an image; `reason` is the short text the manifest records.
 
-    Reasons: "empty file", "not an image", "truncated", "corrupt", "too many pixels (W×H > bound)".
+    Reasons: "empty file", "not an image", "truncated", "corrupt", "too many pixels (W×H > bound)",
+    "broken link (points to the missing file TARGET)".
     """
 
     def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
@@ -93,6 +94,7 @@ def decode(
     the too-many-pixels reason (e.g. which option sets the bound).
     """
     path = Path(path)
+    refuse_broken_link(path)
     if path.stat().st_size == 0:
         raise ImageReadError(path, "empty file")
     # `open` reads the header only. Pillow's own decompression-bomb guard, which would refuse a
@@ -159,12 +161,26 @@ def list_images(folder: Path) -> list[str]:
     """Image files under `folder`, recursively, as sorted '/'-separated paths relative to it.
 
     Only `IMAGE_EXTENSIONS` count (any case), so download's `manifest.json` and other
-    side files are not inputs; a file with an image extension that is not an image is skipped
-    later, with a reason.
+    side files are not inputs; a file with an image extension that is not an image, or a broken
+    link, is skipped later, with a reason.
     """
     return sorted(
-        path.relative_to(folder).as_posix() for path in folder.rglob("*") if is_image(path) and path.is_file()
+        path.relative_to(folder).as_posix()
+        for path in folder.rglob("*")
+        if is_image(path) and (path.is_file() or is_broken_link(path))
     )
+
+
+def is_broken_link(path: Path) -> bool:
+    """A symbolic link to nothing. Listed with the files, not dropped as "not a file": whoever
+    reads it then says what it is (`refuse_broken_link`), instead of a file silently missing."""
+    return path.is_symlink() and not path.exists()
+
+
+def refuse_broken_link(path: Path) -> None:
+    """Name a broken link as such; opening it would only say "No such file or directory"."""
+    if is_broken_link(path):
+        raise ImageReadError(path, f"broken link (points to the missing file {os.readlink(path)})")
 
 
 # Output extension -> Pillow format. JPEG and WebP at quality 95: Pillow's defaults (75, 80)

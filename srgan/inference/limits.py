@@ -1,8 +1,40 @@
 """`srgan upscale`'s defaults and bounds, apart from the torch code so that the command line can
 state them without importing torch (`srgan --help` starts fast)."""
 
+import os
+
+from srgan.core.errors import SrganError
+
 DEFAULT_TILE = 256  # LR pixels: 16 blocks × 64 channels peak at about 1 GB in fp32 (0.5 GB in bf16)
 # Below this, the context each tile recomputes (2·blocks + 8 px a side, 40 for the paper's
 # model) outweighs the tile: a 32 px tile already does (32 + 80)² / 32² ≈ 12× the work.
 MIN_TILE = 32
 DEFAULT_MAX_OUTPUT_PIXELS = 100_000_000  # a 3000×2000 photo at ×4 is 96 MP
+# An output pixel while it is written: 3 bytes in the uint8 array the tiles fill, 4 in the copy
+# Pillow encodes from (it keeps RGB as 4 bytes a pixel).
+BYTES_PER_OUTPUT_PIXEL = 7
+
+
+def max_output_pixels_ceiling() -> int:
+    """The most output pixels this machine can ever hold: its physical memory at
+    `BYTES_PER_OUTPUT_PIXEL`, the largest `--max-output-pixels` accepted.
+
+    Why a ceiling: `--max-output-pixels` is what refuses an image from its header, before it is
+    decoded, so a value no memory can hold lets a 1 KB file claiming 100000×100000 pixels be
+    decoded until the kernel kills the process, without a word. Why physical memory, not what is
+    free now: the ceiling refuses only what can never work, the same on every run of a machine; a
+    value under it can still fail on a machine busy with other work. The tile's float working set
+    (about 1 GB at the default tile, less with a smaller `--tile`) is left out for the same reason.
+    """
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // BYTES_PER_OUTPUT_PIXEL
+
+
+def check_max_output_pixels(value: int) -> None:
+    """Refuse a `--max-output-pixels` over `max_output_pixels_ceiling`, in one line naming the option."""
+    ceiling = max_output_pixels_ceiling()
+    if value > ceiling:
+        memory = ceiling * BYTES_PER_OUTPUT_PIXEL / 2**30
+        raise SrganError(
+            f"--max-output-pixels {value}: more output pixels than this machine's {memory:.0f} GiB of memory can "
+            f"hold at {BYTES_PER_OUTPUT_PIXEL} bytes each; use at most {ceiling}"
+        )

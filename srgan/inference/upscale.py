@@ -27,12 +27,14 @@ from srgan.data.imageio import (
     Picture,
     check_writable,
     decode,
+    is_broken_link,
     is_image,
     output_format,
+    refuse_broken_link,
     to_picture,
     write_picture,
 )
-from srgan.inference.limits import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_TILE
+from srgan.inference.limits import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_TILE, check_max_output_pixels
 from srgan.inference.tiling import upscale_image
 from srgan.inference.video import (
     VIDEO_EXTENSIONS,
@@ -115,11 +117,14 @@ def upscale_files(
 ) -> int:
     """Upscale every job, images and videos, going on past failures; print one `error:` line per
     failed file to stderr and return how many failed. On Ctrl-C, say how many files were written
-    (each output is complete or absent: writes are atomic) and how far a video had got."""
+    (each output is complete or absent: writes are atomic) and how far a video had got.
+    A `max_output_pixels` no memory here can hold is refused before any file is read."""
+    check_max_output_pixels(max_output_pixels)
     failed = written = 0
     try:
         for job in tqdm(jobs, desc="files", unit="file", disable=not progress or len(jobs) == 1, file=sys.stderr):
             try:
+                refuse_broken_link(job.source)  # images and videos alike
                 if is_video(job.source):
                     upscale_video(gen, job.source, job.target, rt, options=video, tile=tile, progress=progress)
                 else:
@@ -152,7 +157,10 @@ def plan_jobs(inputs: Sequence[str | os.PathLike[str]], output: str, fmt: str | 
     sources: list[Path] = []
     for item in map(Path, inputs):
         if item.is_dir():
-            found = sorted(p for p in item.iterdir() if p.is_file() and (is_image(p) or is_video(p)))
+            # A broken link is kept, to fail on its own with its name, not vanish from the count.
+            found = sorted(
+                p for p in item.iterdir() if (p.is_file() or is_broken_link(p)) and (is_image(p) or is_video(p))
+            )
             if not found:
                 raise SrganError(
                     f"{item}: no images ({', '.join(IMAGE_EXTENSIONS)}) or videos ({', '.join(VIDEO_EXTENSIONS)})"

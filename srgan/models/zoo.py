@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,6 +83,8 @@ def load_model(spec: str) -> nn.Module:
     if spec in RELEASED:
         return load_generator(released_path(spec))
     if not is_model_uri(spec):
+        if not Path(spec).is_file():
+            raise SrganError(_missing_model(spec))
         return load_generator(spec)
     from srgan.tracking.uris import load_generator_from_uri
 
@@ -91,6 +94,15 @@ def load_model(spec: str) -> nn.Module:
             f"{spec}: is a {type(gen).__name__}, not one of srgan's generators ({', '.join(ARCHITECTURES)})"
         )
     return gen.eval()
+
+
+def _missing_model(spec: str) -> str:
+    """What to say of a model that is not there: a bare name (no folder, no extension), such as
+    `srgan-x2`, was meant as a released model, so they are listed; a path is a missing file, which
+    for the pipeline's own models means `dvc repro` has not run."""
+    if "/" not in spec and os.sep not in spec and not Path(spec).suffix:
+        return f"{spec}: neither a released model ({', '.join(RELEASED)}) nor an existing file"
+    return f"{spec}: file not found (`dvc repro` writes models/srgan.pt and models/srresnet.pt)"
 
 
 @dataclass(frozen=True)
