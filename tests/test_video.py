@@ -20,6 +20,7 @@ from PIL import Image
 
 from srgan.core.errors import SrganError
 from srgan.inference.tiling import context_radius, upscale_image
+from srgan.inference.video import upscale_video
 from srgan.models import zoo
 from srgan.models.checkpoint import generator_config, save_generator
 from srgan.models.zoo import load_model
@@ -29,13 +30,19 @@ BIN = Path(sys.executable).parent
 
 
 def make_clip(
-    path: Path, frames: int = 30, size: tuple[int, int] = (48, 32), rotation: int = 0, audio: bool = True
+    path: Path,
+    frames: int = 30,
+    size: tuple[int, int] = (48, 32),
+    rotation: int = 0,
+    audio: bool = True,
+    muxer_options: dict[str, str] | None = None,
 ) -> None:
     """An H.264 clip at 25 frames/s (nearly lossless, CRF 10), each frame a different smooth
-    field, with a 440 Hz AAC tone as long as the video and, if asked, a display rotation tag."""
+    field, with a 440 Hz AAC tone as long as the video and, if asked, a display rotation tag
+    and the muxer's options (`{"movflags": "faststart"}`: an MP4 index at the start, as on the web)."""
     width, height = size
     rate = Fraction(25)
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options=muxer_options or {}) as out:
         video = out.add_stream("libx264", rate=rate)
         video.width, video.height, video.pix_fmt, video.options = width, height, "yuv420p", {"crf": "10"}
         if rotation:
@@ -119,6 +126,21 @@ def test_videos_and_images_in_a_folder_each_keep_their_name(tmp_path: Path, mode
          "--codec h266: FFmpeg in PyAV has no such encoder; try libx264 (H.264)"),
         (lambda d: make_clip(d / "clip.mp4", frames=2), ("clip.mp4", "-o", "clip.mp4"),
          "clip.mp4: the output would replace the input; choose another output name"),
+        (lambda d: make_clip(d / "clip.mp4", frames=2), ("clip.mp4", "-o", "out.mp4", "--pix-fmt", "bogus"),
+         "--pix-fmt bogus: not a pixel format libx264 encodes; choose one of yuv420p, yuvj420p, yuv422p, "),
+        (lambda d: make_clip(d / "clip.mp4", frames=2),
+         ("clip.mp4", "-o", "out.mov", "--codec", "rawvideo", "--pix-fmt", "bogus"),  # lists no formats
+         "--pix-fmt bogus: not a pixel format FFmpeg knows; try yuv420p"),
+        (lambda d: make_clip(d / "clip.mp4", frames=2), ("clip.mp4", "-o", "out.mp4", "--codec", "libx264rgb"),
+         "--pix-fmt yuv420p: not a pixel format libx264rgb encodes; choose one of bgr0, bgr24, rgb24"),
+        (lambda d: make_clip(d / "clip.mp4", frames=2), ("clip.mp4", "-o", "out.mp4", "--codec", "aac"),
+         "--codec aac: encodes audio, not video; try libx264 (H.264)"),
+        (lambda d: [make_clip(d / "in" / name, frames=2) for name in ("a.mp4", "b.mov")],
+         ("in", "-o", "out", "--codec", "aac"),  # one line for the run, not one per video
+         "--codec aac: encodes audio, not video; try libx264 (H.264)"),
+        (lambda d: make_clip(d / "clip.mp4", frames=2),
+         ("clip.mp4", "-o", "out.mp4", "--codec", "gif", "--pix-fmt", "rgb8"),
+         "out.mp4: .mp4 cannot hold gif video; choose another --codec, e.g. libx264"),
     ],
 )  # fmt: skip
 def test_bad_video_input_gets_one_line_and_no_output(
@@ -126,6 +148,7 @@ def test_bad_video_input_gets_one_line_and_no_output(
     setup, args: tuple[str, ...], message: str,
 ) -> None:  # fmt: skip
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "in").mkdir()
     setup(tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())
     with pytest.raises(SystemExit) as exit_info:
@@ -134,6 +157,77 @@ def test_bad_video_input_gets_one_line_and_no_output(
     [line, *rest] = error_lines(capsys.readouterr().err)
     assert message in line and rest in ([], ["error: 1 of 1 videos failed"])
     assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written, no temp file left
+
+
+@pytest.mark.parametrize(
+    "folder",
+    ["notes.txt", "/proc/srgan-test", "/sys"],  # a file in the way; a folder /proc cannot hold; one root cannot write
+)
+def test_a_video_into_a_folder_that_cannot_be_written_gets_the_images_one_line(
+    tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], folder: str
+) -> None:
+    """The tests run as root, for whom a chmod 0555 folder is writable; sysfs refuses root all the same."""
+    if not Path(folder).is_absolute():
+        (tmp_path / folder).write_text("a file where the output folder should be\n")
+    elif not Path(folder).parent.is_dir():
+        pytest.skip(f"{Path(folder).parent} is not mounted here")
+    monkeypatch.chdir(tmp_path)
+    make_clip(tmp_path / "clip.mp4", frames=2)
+    Image.fromarray(smooth_image(8, 8)).save(tmp_path / "still.png")
+    lines = []
+    for source, name in (("still.png", "x4.png"), ("clip.mp4", "x4.mp4")):
+        with pytest.raises(SystemExit) as exit_info:
+            upscale_cli(source, "-o", f"{folder}/{name}", "--model", model_file)
+        assert exit_info.value.code == 2
+        lines.append(error_lines(capsys.readouterr().err))
+    [image_line, _], [video_line, counted] = lines
+    assert image_line.startswith(f"error: {folder}/x4.png: cannot write (") and image_line.endswith(")")
+    assert video_line == image_line.replace("x4.png", "x4.mp4") and counted == "error: 1 of 1 videos failed"
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary file left
+
+
+@pytest.mark.parametrize(("name", "muxer_options"), [("clip.mkv", None), ("clip.mp4", {"movflags": "faststart"})])
+def test_a_truncated_video_is_refused_and_leaves_no_output(
+    tmp_path: Path, model_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    name: str, muxer_options: dict[str, str] | None,
+) -> None:  # fmt: skip
+    """Cut in half (a download that stopped), both demux and decode without an error up to the cut; the
+    Matroska header and the MP4 index at the front still state the whole duration, 3 s."""
+    monkeypatch.chdir(tmp_path)
+    make_clip(tmp_path / name, frames=75, muxer_options=muxer_options)  # 3 s; its audio is as long
+    upscale_cli(name, "-o", "whole.mp4", "--model", model_file)  # whole, it is not taken for a cut one
+    assert len(decoded(tmp_path / "whole.mp4")) == 75
+    data = (tmp_path / name).read_bytes()
+    (tmp_path / f"half_{name}").write_bytes(data[: len(data) // 2])
+    with pytest.raises(SystemExit) as exit_info:
+        upscale_cli(f"half_{name}", "-o", "half.mp4", "--model", model_file)
+    assert exit_info.value.code == 2
+    [line, counted] = error_lines(capsys.readouterr().err)
+    prefix, suffix = f"error: half_{name}: read to ", " s its container states; the file is truncated or damaged"
+    assert line.startswith(prefix) and line.endswith(suffix) and counted == "error: 1 of 1 videos failed"
+    reached, stated = line[len(prefix) : -len(suffix)].split(" s of the ")
+    assert 1.0 < float(reached) < 2.0 and stated in ("3.00", "3.06")  # 3.06: what Matroska's header states
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([name, f"half_{name}", "gen.pt", "whole.mp4"])
+
+
+def test_a_truncated_video_that_fails_to_decode_is_refused_too(tmp_path: Path, model_file: Path) -> None:
+    """An MP4 with its index at the front, cut near its start (its first twentieth, here), fails in
+    the H.264 decoder (FFmpeg's "Invalid data") rather than ending early; either way, one line that
+    says so and no output."""
+    make_clip(tmp_path / "clip.mp4", frames=75, muxer_options={"movflags": "faststart"})
+    data = (tmp_path / "clip.mp4").read_bytes()
+    kinds = set()
+    for twentieth in range(1, 6):
+        (tmp_path / "cut.mp4").write_bytes(data[: len(data) * twentieth // 20])
+        with pytest.raises(SrganError) as error:
+            upscale_video(random_generator(), tmp_path / "cut.mp4", tmp_path / "x4.mp4", CPU_FP32)
+        message = str(error.value)
+        assert message.startswith(f"{tmp_path / 'cut.mp4'}: ") and message.endswith(
+            "; the file is truncated or damaged"
+        )
+        kinds.add("decode" if " cannot be decoded (Invalid data found" in message else "length")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.mp4", "cut.mp4", "gen.pt"]
+    assert kinds == {"decode", "length"}
 
 
 def srgan_upscale(*args: str | Path, cwd: Path) -> subprocess.Popen[str]:

@@ -40,6 +40,7 @@ from srgan.inference.video import (
     VIDEO_EXTENSIONS,
     VIDEO_MUXERS,
     VideoOptions,
+    check_video_options,
     is_video,
     output_container,
     upscale_video,
@@ -118,8 +119,11 @@ def upscale_files(
     """Upscale every job, images and videos, going on past failures; print one `error:` line per
     failed file to stderr and return how many failed. On Ctrl-C, say how many files were written
     (each output is complete or absent: writes are atomic) and how far a video had got.
-    A `max_output_pixels` no memory here can hold is refused before any file is read."""
+    A `max_output_pixels` no memory here can hold, and bad video options, are one error before any
+    file is read, not one per file."""
     check_max_output_pixels(max_output_pixels)
+    if any(is_video(job.source) for job in jobs):
+        check_video_options(video)
     failed = written = 0
     try:
         for job in tqdm(jobs, desc="files", unit="file", disable=not progress or len(jobs) == 1, file=sys.stderr):

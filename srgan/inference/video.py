@@ -7,11 +7,14 @@ the first audio stream, copied packet by packet, never re-encoded. Frames are up
 batches of `batch` (`srgan.inference.tiling.upscale_batch`: one forward per tile position for all
 of them), as uint8 RGB (FFmpeg converts from and to the codec's YUV). The output is encoded
 with `codec` (H.264 by default) at `crf` in `pix_fmt`, into a temporary file renamed onto the
-target when the last frame is written: Ctrl-C or an error leaves no half file.
+target when the last frame is written: Ctrl-C or an error leaves no half file. The options are
+checked before any frame is decoded, and an input that ends before the duration its container
+states (a download or copy cut short) is refused rather than upscaled into a fragment.
 """
 
 from __future__ import annotations
 
+import io
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -79,7 +82,7 @@ def upscale_video(
     import av  # PyAV loads FFmpeg's libraries: only when a video is upscaled
 
     muxer = output_container(target)
-    _check_encoder(av, options.codec)
+    _check_container(av, check_video_options(options), muxer, target)
     try:
         source_file = av.open(str(source))
     except (av.FFmpegError, OSError) as err:
@@ -97,9 +100,12 @@ def upscale_video(
             with atomic_path(target, suffix=target.suffix) as tmp, av.open(str(tmp), "w", format=muxer) as sink:
                 writer = _Writer(av, sink, options, video_in, audio_in)
                 pending: list = []  # decoded frames waiting for a full batch
-                for packet in source_file.demux(*[s for s in (video_in, audio_in) if s is not None]):
+                reached = 0.0  # the latest end time of a packet read, in seconds
+                for packet in source_file.demux():  # every stream, so that the longest one counts in `reached`
+                    reached = max(reached, _end(packet))
                     if packet.stream is audio_in:
                         writer.audio(packet)
+                    if packet.stream is not video_in:
                         continue
                     for frame in _decode(av, packet, source):
                         pending.append(frame)
@@ -112,6 +118,7 @@ def upscale_video(
                     bar.update(len(pending))
                 if done == 0:
                     raise SrganError(f"{source}: no video frame could be decoded")
+                _check_length(av, source_file, source, reached, writer.rate)
                 writer.close()
         except KeyboardInterrupt:
             raise KeyboardInterrupt(
@@ -119,6 +126,8 @@ def upscale_video(
             ) from None
         except av.FFmpegError as err:
             raise SrganError(f"{target}: FFmpeg could not write it ({_reason(err)})") from None
+        except OSError as err:  # the temporary file: no permission, a file where a folder should be
+            raise SrganError(f"{target}: cannot write ({err.strerror or err})") from None
         finally:
             bar.close()
     return done
@@ -132,6 +141,7 @@ class _Writer:
         self.av, self.sink, self.options = av, sink, options
         self.video_in, self.audio_in = video_in, audio_in
         self.video_out = self.audio_out = None
+        self.rate = video_in.average_rate or video_in.guessed_rate or Fraction(25)
         self.waiting: list = []  # audio packets before the first video frame
 
     def audio(self, packet) -> None:
@@ -157,8 +167,7 @@ class _Writer:
         self.sink.mux(self.video_out.encode())  # flush the encoder's delayed frames
 
     def _open(self, first, width: int, height: int) -> None:
-        rate = self.video_in.average_rate or self.video_in.guessed_rate or Fraction(25)
-        stream = self.sink.add_stream(self.options.codec, rate=rate)
+        stream = self.sink.add_stream(self.options.codec, rate=self.rate)
         stream.width, stream.height, stream.pix_fmt = width, height, self.options.pix_fmt
         stream.time_base = self.video_in.time_base
         if self.options.codec in _CRF_CODECS:
@@ -177,7 +186,36 @@ def _decode(av, packet, source: Path) -> Iterator:
     try:
         yield from packet.decode()
     except av.FFmpegError as err:
-        raise SrganError(f"{source}: a frame cannot be decoded ({_reason(err)}); the file is damaged") from None
+        at = f" at {float(packet.pts * packet.time_base):.2f} s" if packet.pts is not None else ""
+        raise SrganError(
+            f"{source}: a frame{at} cannot be decoded ({_reason(err)}); the file is truncated or damaged"
+        ) from None
+
+
+def _end(packet) -> float:
+    """Where `packet` ends, in seconds (0 for the demuxer's flush packets, which have no time)."""
+    if packet.pts is None or packet.time_base is None:
+        return 0.0
+    return float((packet.pts + (packet.duration or 0)) * packet.time_base)
+
+
+def _check_length(av, container, source: Path, reached: float, rate: Fraction) -> None:
+    """Refuse an input whose packets end before the duration its container states.
+
+    A file cut short (a download or copy that stopped) mostly demuxes and decodes without an error
+    up to the cut, so nothing else would tell that the output is a fragment of the clip. `reached`
+    counts every stream, so a video track shorter than the audio is no reason; the tolerance, two
+    frames or 5 %, covers the last packet's unstated duration and the container's rounding.
+    """
+    if container.duration is None:  # nothing stated (a raw H.264 stream): nothing to compare
+        return
+    stated = container.duration / av.time_base
+    ends = reached - (container.start_time or 0) / av.time_base
+    if ends < stated - max(2 / rate, 0.05 * stated):
+        raise SrganError(
+            f"{source}: read to {ends:.2f} s of the {stated:.2f} s its container states; "
+            "the file is truncated or damaged"
+        )
 
 
 def _rgb(frames: list) -> np.ndarray:
@@ -186,11 +224,40 @@ def _rgb(frames: list) -> np.ndarray:
     return np.stack([f.reformat(first.width, first.height, "rgb24").to_ndarray() for f in frames])
 
 
-def _check_encoder(av, codec: str) -> None:
+def check_video_options(options: VideoOptions) -> str:
+    """Refuse a --codec that is not a video encoder and a --pix-fmt it cannot encode, before a frame
+    is decoded or a file made; return the encoder's name (`--codec h264` is libx264).
+
+    Unchecked, they fail at the first frame with PyAV's or FFmpeg's bare words ("not a pixel
+    format", "audio stream `rate` must be", "Invalid argument").
+    """
+    import av
+
     try:
-        av.codec.Codec(codec, "w")
+        codec = av.codec.Codec(options.codec, "w")
     except (av.codec.codec.UnknownCodecError, av.FFmpegError):
-        raise SrganError(f"--codec {codec}: FFmpeg in PyAV has no such encoder; try libx264 (H.264)") from None
+        raise SrganError(f"--codec {options.codec}: FFmpeg in PyAV has no such encoder; try libx264 (H.264)") from None
+    if codec.type != "video":
+        raise SrganError(f"--codec {options.codec}: encodes {codec.type}, not video; try libx264 (H.264)")
+    formats = [f.name for f in codec.video_formats or ()]  # empty when the encoder does not list them
+    if formats and options.pix_fmt not in formats:
+        raise SrganError(
+            f"--pix-fmt {options.pix_fmt}: not a pixel format {codec.name} encodes; choose one of {', '.join(formats)}"
+        )
+    try:
+        av.VideoFormat(options.pix_fmt)
+    except ValueError:
+        raise SrganError(f"--pix-fmt {options.pix_fmt}: not a pixel format FFmpeg knows; try yuv420p") from None
+    return codec.name
+
+
+def _check_container(av, encoder: str, muxer: str, target: Path) -> None:
+    """Refuse an encoder the output container cannot hold (a GIF stream in .mp4), asked of FFmpeg
+    through a container in memory, so that no file is made."""
+    with av.open(io.BytesIO(), "w", format=muxer) as probe:
+        supported = probe.supported_codecs
+    if encoder not in supported:
+        raise SrganError(f"{target}: {target.suffix} cannot hold {encoder} video; choose another --codec, e.g. libx264")
 
 
 def _reason(err: Exception) -> str:
