@@ -51,28 +51,82 @@ def test_eval_reports_distortion_and_niqe_of_bicubic(tmp_path: Path, capsys: pyt
     assert 3 < got["niqe"] < 15
 
 
-def test_a_flat_image_is_left_out_of_niqe_only_with_a_warning(
+def _strict_json(text: str) -> dict:
+    """Parse as strict JSON: Python's `json` would accept the non-standard Infinity and NaN."""
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not JSON: {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_a_flat_image_is_left_out_of_psnr_and_niqe_only_and_the_json_stays_strict(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """NIQE has no statistics for an image without texture: that image is named, left out of the
-    NIQE mean, and still counts in every other metric."""
+    """A flat image upscales exactly (PSNR infinite) and has no texture for NIQE: it is named, left
+    out of those two means, and counts in the others; the JSON has no Infinity (not JSON). With no
+    image left for a metric, its mean is null."""
     textured = skimage.data.astronaut()[:256, :300]
     flat = np.full((256, 300, 3), 128, dtype=np.uint8)
     folder = _save(tmp_path / "hr", {"astronaut": textured, "flat": flat})
     main(["eval", "--model", "bicubic", "--data", str(folder), "--json"])
     out, err = capsys.readouterr()
-    got = json.loads(out)
+    got = _strict_json(out)
     assert err.splitlines() == [
-        "warning: flat: too flat for NIQE (no textured 96×96 blocks); left out of that mean, its other metrics count"
+        "warning: flat: PSNR infinite (the output equals HR exactly); too flat for NIQE (fewer than two textured "
+        "96×96 blocks); left out of those means, its other metrics count"
     ]
     scores = {
         name: measure(bicubic_upscale(imresize_uint8(modcrop(img, 4), 0.25), 4), modcrop(img, 4), convention(4))
         for name, img in (("astronaut", textured), ("flat", flat))
     }
+    assert scores["flat"]["psnr"] == np.inf and scores["flat"]["mse"] == 0  # a flat image upscales exactly
     assert got["images"] == 2
-    assert got["niqe"] == pytest.approx(scores["astronaut"]["niqe"], abs=1e-9)  # the textured image's alone
-    assert got["psnr"] == pytest.approx((scores["astronaut"]["psnr"] + scores["flat"]["psnr"]) / 2, abs=1e-9)
-    assert scores["flat"]["psnr"] > 60  # a flat image upscales almost exactly: it moved the mean
+    for key in ("psnr", "niqe"):  # the textured image's alone
+        assert got[key] == pytest.approx(scores["astronaut"][key], abs=1e-9)
+    for key in ("mse", "ssim", "lpips"):
+        assert got[key] == pytest.approx((scores["astronaut"][key] + scores["flat"][key]) / 2, abs=1e-9)
+
+    (folder / "astronaut.png").unlink()
+    main(["eval", "--model", "bicubic", "--data", str(folder), "--json"])
+    alone = _strict_json(capsys.readouterr().out)
+    assert alone["psnr"] is None and alone["niqe"] is None and alone["images"] == 1
+    assert (alone["mse"], alone["ssim"]) == (0, 1)
+    main(["eval", "--model", "bicubic", "--data", str(folder)])
+    assert "PSNR (dB) ↑ n/a" in capsys.readouterr().out
+
+
+def test_a_nearly_flat_image_is_too_flat_for_niqe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Grey 127.5 plus noise of 0.5 grey levels (127s and 128s: a spread under one grey level, NIQE's
+    normalisation constant) has no statistics for NIQE: its NIQE, 33 after bicubic (717 as it is),
+    measured noise over that constant and alone moved the folder's mean from 8.0 to 20.4. It is named
+    and left out of the NIQE mean; its other metrics count."""
+    textured = skimage.data.astronaut()[:256, :300]
+    near_flat = np.round(127.5 + np.random.default_rng(0).normal(0, 0.5, (256, 300, 3))).astype(np.uint8)
+    assert near_flat.std() < 1
+    folder = _save(tmp_path / "hr", {"astronaut": textured, "near_flat": near_flat})
+    main(["eval", "--model", "bicubic", "--data", str(folder), "--json"])
+    out, err = capsys.readouterr()
+    got = _strict_json(out)
+    assert err.splitlines() == [
+        "warning: near_flat: too flat for NIQE (fewer than two textured 96×96 blocks); left out of that mean, "
+        "its other metrics count"
+    ]
+    scores = {
+        name: measure(bicubic_upscale(imresize_uint8(modcrop(img, 4), 0.25), 4), modcrop(img, 4), convention(4))
+        for name, img in (("astronaut", textured), ("near_flat", near_flat))
+    }
+    assert got["niqe"] == pytest.approx(scores["astronaut"]["niqe"], abs=1e-9)
+    assert got["psnr"] == pytest.approx((scores["astronaut"]["psnr"] + scores["near_flat"]["psnr"]) / 2, abs=1e-9)
+
+    # As an LR photo (--no-reference), its ×4 output has no other metric to count.
+    lr = _save(tmp_path / "lr", {"astronaut": textured[:64, :75], "near_flat": near_flat[:64, :75]})
+    main(["eval", "--model", "bicubic", "--data", str(lr), "--no-reference", "--json"])
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [
+        "warning: near_flat.png: too flat for NIQE (fewer than two textured 96×96 blocks); left out of that mean"
+    ]
+    assert _strict_json(out)["niqe"] == pytest.approx(niqe(bicubic_upscale(textured[:64, :75], 4), crop_border=4))
 
 
 def test_no_reference_scores_the_upscaled_photos_niqe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -17,7 +17,7 @@ from srgan.cli import main
 from srgan.core.errors import SrganError
 from srgan.core.metrics import Convention, convention, mse, psnr, rgb_to_y, ssim
 from srgan.data.imresize import imresize_uint8, modcrop
-from srgan.evaluation.niqe import niqe
+from srgan.evaluation.niqe import FlatImageError, niqe
 from srgan.evaluation.scores import METRIC_NAMES, METRICS, Measured, Scores, average, measure
 from srgan.models.lpips import lpips
 
@@ -283,6 +283,21 @@ def test_niqe_needs_two_blocks() -> None:
         niqe(noise[:100, :196, 0], crop_border=3)
     with pytest.raises(SrganError, match="at least two textured 96x96 blocks, got 0 of 4"):
         niqe(np.full((192, 192), 7, dtype=np.uint8), crop_border=0)
+
+
+def test_niqe_refuses_a_nearly_flat_image_and_measures_photos_with_flat_parts_as_before() -> None:
+    # 127s and 128s (grey 127.5 plus noise of 0.5 grey levels; std 0.5, under the 8-bit step and the
+    # MSCN constant C = 1): their NIQE, 704.6, measured noise over C, as if the worst image ever seen.
+    rng = np.random.default_rng(0)
+    near_flat = np.round(127.5 + rng.normal(0, 0.5, (256, 300))).astype(np.uint8)
+    with pytest.raises(FlatImageError, match=r"at least two textured 96x96 blocks, got 0 of 6 .*\(256, 300\)"):
+        niqe(near_flat, crop_border=0)
+    with pytest.raises(FlatImageError, match="got 0 of 6"):  # as RGB: its Y is 125s and 126s
+        niqe(np.repeat(near_flat[:, :, None], 3, axis=2), crop_border=0)
+    noisy = np.round(127.5 + rng.normal(0, 3, (256, 300))).astype(np.uint8)  # std 3: measured
+    assert niqe(noisy, crop_border=0) == pytest.approx(16.849220072722996, abs=1e-9)
+    # The retina's black surround: 6 of these 24 blocks are near-flat (1 flat); measured on all, as before.
+    assert niqe(skimage.data.retina()[:384, :576], crop_border=0) == pytest.approx(6.7634897931296685, abs=1e-12)
 
 
 def test_niqe_grey_rgb_is_measured_on_its_y() -> None:

@@ -123,14 +123,14 @@ def no_reference_scores(images: Sequence[tuple[str, np.ndarray]], crop_border: i
 
 
 def _warn_unmeasured(name: str, values: dict[str, float]) -> None:
-    """Name an image whose scores lack a metric (NIQE of a flat image) on stderr; its mean leaves it out."""
+    """Name on stderr an image without a finite value of some metric (NIQE of a flat image, PSNR of
+    an exact output), and why: `average` leaves it out of that metric's mean."""
     missing = unmeasured(values)
     if missing:
-        print(
-            f"warning: {name}: too flat for {', '.join(m.upper() for m in missing)} (no textured 96×96 blocks); "
-            "left out of that mean, its other metrics count",
-            file=sys.stderr,
-        )
+        means = "that mean" if len(missing) == 1 else "those means"
+        others = ", its other metrics count" if len(values) > len(missing) else ""  # none with --no-reference
+        reasons = "; ".join(metric.unmeasurable for metric in missing)
+        print(f"warning: {name}: {reasons}; left out of {means}{others}", file=sys.stderr)
 
 
 def run_evaluation(
@@ -196,5 +196,5 @@ def _evaluate_set(
         )
         for i, pair in enumerate(pairs[: params.evaluate.figures])
     }
-    hr_means = {key: float(np.mean([values[key] for values in hr_scores])) for key in hr_scores[0]}
+    hr_means = average([Scores(values, 1, "none") for values in hr_scores]).values  # a flat HR image left out
     return SetResults(scores, hr_means), rows, figures

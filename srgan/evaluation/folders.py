@@ -8,6 +8,7 @@ what `srgan eval` reads or prints re-runs no stage.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -90,5 +91,16 @@ def read_folder(folder: Path, scale: int, max_pixels: int) -> list[tuple[str, np
 
 
 def to_json_line(model: str, scores: Scores) -> str:
-    """`srgan eval --json`: exactly one flat JSON object, every metric of the table by its name."""
-    return json.dumps({"model": model, **scores.values, "images": scores.images, "convention": scores.convention})
+    """`srgan eval --json`: exactly one flat JSON object, every metric of the table by its name.
+
+    Each mean is over the images with a finite value of it (an image without one, a flat image's
+    NIQE or its infinite PSNR, is named in a warning on stderr), and `null` where no image has one.
+    """
+    return json_line({"model": model, **scores.values, "images": scores.images, "convention": scores.convention})
+
+
+def json_line(fields: dict[str, object]) -> str:
+    """One line of strict JSON, a non-finite float (a mean no image had a value for) as `null`:
+    Python's default writes Infinity and NaN, which are not JSON and which strict parsers refuse."""
+    finite = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in fields.items()}
+    return json.dumps(finite, allow_nan=False)

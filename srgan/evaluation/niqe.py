@@ -30,6 +30,13 @@ _AGGD_CHUNK = 256  # AGGD fits per grid search, so the (fits, 9801) table stays 
 # counts negative and positive samples: counting the noise of a 13-px flat patch of Set14 baboon
 # moves its NIQE 4e-4 away from MATLAB's 5.72957338, which is matched (to 5e-7) only with zeros there.
 _FLAT_TOLERANCE = 1e-8
+# The least spread (standard deviation of its Y values, grey levels) of a block NIQE's statistics
+# describe: the 8-bit quantisation step, and the constant C = 1 of the MSCN denominator sigma + C.
+# A block spread less holds a couple of adjacent grey values (a constant plus rounding or noise): its
+# local sigma is below C too, so (x - mu) / (sigma + C) is that noise over ~C, not a normalised
+# contrast, and the AGGD fits of such near-two-valued samples end at the grid's ends (NIQE ~700). A
+# smooth gradient spreads more: its low local contrast is blur, which NIQE is meant to score.
+_TEXTURE_STD = 1.0
 
 
 @dataclass(frozen=True)
@@ -182,7 +189,10 @@ def niqe(image: np.ndarray, *, crop_border: int) -> float:
       NIQE = sqrt((mu_p - mu)' pinv((cov_p + cov) / 2) (mu_p - mu)).
 
     Raises SrganError for fewer than two 96x96 blocks after the crop (one block has no
-    covariance), or fewer than two blocks with any texture (flat blocks give NaN features).
+    covariance), and FlatImageError for fewer than two textured ones: a flat block has NaN features,
+    a near-flat one (standard deviation under 1 grey level, `_TEXTURE_STD`: grey 127.5 plus noise
+    scored 717) features of noise. That guard only refuses: an image it passes is measured on all
+    its blocks as the release measures it, so a photo's near-flat blocks (a sky) count as before.
     """
     y = _cropped_luma(image, crop_border)
     rows, cols = y.shape[0] // _NIQE_BLOCK, y.shape[1] // _NIQE_BLOCK
@@ -197,12 +207,15 @@ def niqe(image: np.ndarray, *, crop_border: int) -> float:
     scale1 = _niqe_features(_mscn(y, model.window), _NIQE_BLOCK)
     scale2 = _niqe_features(_mscn(imresize(y, 0.5), model.window), _NIQE_BLOCK // 2)
     features = np.concatenate([scale1, scale2], axis=1)  # (blocks, 36)
-    complete = features[~np.isnan(features).any(axis=1)]
-    if complete.shape[0] < 2:
+    known = ~np.isnan(features).any(axis=1)
+    textured = np.count_nonzero(known & (_blocks(y, _NIQE_BLOCK).std(axis=(1, 2)) >= _TEXTURE_STD))
+    if textured < 2:
         raise FlatImageError(
-            f"NIQE needs at least two textured {_NIQE_BLOCK}x{_NIQE_BLOCK} blocks, got {complete.shape[0]} of "
-            f"{features.shape[0]} in an image of shape {np.shape(image)} (flat blocks have no statistics)"
+            f"NIQE needs at least two textured {_NIQE_BLOCK}x{_NIQE_BLOCK} blocks, got {textured} of "
+            f"{features.shape[0]} in an image of shape {np.shape(image)} (a block is textured if its values "
+            f"have a standard deviation of at least {_TEXTURE_STD:g} grey level; flatter ones have no statistics)"
         )
+    complete = features[known]
     diff = model.mu - np.nanmean(features, axis=0)
     cov = np.cov(complete, rowvar=False)
     return float(np.sqrt(diff @ np.linalg.pinv((model.cov + cov) / 2) @ diff))

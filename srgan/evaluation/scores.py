@@ -40,8 +40,9 @@ class Measured:
 @dataclass(frozen=True)
 class Metric:
     """One metric: its key in every file, its label in tables, which way is better, how many
-    decimals tables show, whether it is perceptual (the side SRGAN should win) and whether it needs
-    the HR image (a no-reference metric is also reported for HR itself)."""
+    decimals tables show, whether it is perceptual (the side SRGAN should win), whether it needs
+    the HR image (a no-reference metric is also reported for HR itself), and why an image can lack a
+    finite value of it (the warning that names such an image; empty if every image has one)."""
 
     name: str
     label: str
@@ -50,6 +51,7 @@ class Metric:
     perceptual: bool
     reference: bool
     compute: Callable[[Measured], float]
+    unmeasurable: str = ""
 
     @property
     def heading(self) -> str:
@@ -57,7 +59,8 @@ class Metric:
         return f"{self.label} {'↑' if self.higher_is_better else '↓'}"
 
     def format(self, value: float) -> str:
-        return f"{value:.{self.decimals}f}"
+        """The value to the metric's decimals; "n/a" for a mean no image had a finite value for."""
+        return f"{value:.{self.decimals}f}" if math.isfinite(value) else "n/a"
 
 
 def _niqe(m: Measured) -> float:
@@ -69,12 +72,18 @@ def _niqe(m: Measured) -> float:
         return math.nan
 
 
+def _psnr(m: Measured) -> float:
+    """Infinite for an output equal to HR (MSE 0; a flat image upscales exactly): true of the image,
+    but no mean can hold it, so `average` leaves it out of the PSNR mean and `unmeasured` names it."""
+    return psnr_from_mse(mean_squared(*m.prepared))
+
+
 METRICS: tuple[Metric, ...] = (
     Metric("mse", "MSE", False, 2, False, True, lambda m: mean_squared(*m.prepared)),
-    Metric("psnr", "PSNR (dB)", True, 2, False, True, lambda m: psnr_from_mse(mean_squared(*m.prepared))),
+    Metric("psnr", "PSNR (dB)", True, 2, False, True, _psnr, "PSNR infinite (the output equals HR exactly)"),
     Metric("ssim", "SSIM", True, 4, False, True, lambda m: ssim_prepared(*m.prepared)),
     Metric("lpips", "LPIPS", False, 4, True, True, lambda m: lpips(m.sr_img, m.hr_img, crop_border=m.conv.crop_border)),
-    Metric("niqe", "NIQE", False, 2, True, False, _niqe),
+    Metric("niqe", "NIQE", False, 2, True, False, _niqe, "too flat for NIQE (fewer than two textured 96×96 blocks)"),
 )
 METRIC_NAMES = tuple(metric.name for metric in METRICS)
 NO_REFERENCE = tuple(metric for metric in METRICS if not metric.reference)
@@ -109,8 +118,9 @@ def no_reference(image: np.ndarray, crop_border: int) -> dict[str, float]:
 def average(results: Sequence[Scores]) -> Scores:
     """Mean of each per-image metric, weighted by image count, as the papers report.
 
-    PSNR is the mean of per-image dB values, not the PSNR of the mean MSE. A metric an image
-    could not have (NaN: NIQE of a flat image) is averaged over the other images.
+    PSNR is the mean of per-image dB values, not the PSNR of the mean MSE. A metric an image has
+    no finite value for (NIQE of a flat image: NaN; PSNR of an exact output: infinite) is averaged
+    over the other images, as `unmeasured` warns; NaN if no image has one.
     """
     if not results:
         raise SrganError("no images to average metrics over")
@@ -121,11 +131,11 @@ def average(results: Sequence[Scores]) -> Scores:
     values = {}
     for key in results[0].values:
         column = np.array([result[key] for result in results])
-        known = ~np.isnan(column)
+        known = np.isfinite(column)
         values[key] = float(np.sum(weights[known] * column[known]) / weights[known].sum()) if known.any() else math.nan
     return Scores(values, int(weights.sum()), names.pop())
 
 
-def unmeasured(values: dict[str, float]) -> list[str]:
-    """The metrics an image's scores lack (NaN), by name."""
-    return [name for name, value in values.items() if math.isnan(value)]
+def unmeasured(values: dict[str, float]) -> list[Metric]:
+    """The metrics an image's scores have no finite value for (left out of their means)."""
+    return [metric for metric in METRICS if metric.name in values and not math.isfinite(values[metric.name])]
