@@ -13,7 +13,6 @@ srgan setup     (fetch and convert the LPIPS weights, once; `make` does it)
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -49,7 +48,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     `--no-reference`, the NIQE of its upscaled outputs of a folder of LR photos."""
     from srgan.core.runtime import resolve_runtime
     from srgan.evaluation.evaluate import bicubic, evaluate, generator_upscaler, no_reference_scores
-    from srgan.evaluation.folders import pairs_from_hr_folder, read_folder, to_json_line
+    from srgan.evaluation.folders import json_line, pairs_from_hr_folder, read_folder, to_json_line
     from srgan.evaluation.scores import METRICS, NO_REFERENCE, Scores, average
     from srgan.models.zoo import load_model
 
@@ -66,7 +65,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
         per_photo = no_reference_scores([(name, upscaler(lr_img)) for name, lr_img in images], crop_border=scale)
         values = average([Scores(photo, 1, "none") for photo in per_photo]).values  # NaN (a flat photo) left out
         if args.json:
-            print(json.dumps({"model": args.model, **values, "images": len(images), "crop_border": scale}))
+            print(json_line({"model": args.model, **values, "images": len(images), "crop_border": scale}))
         else:
             shown = "  ".join(f"{m.heading} {m.format(values[m.name])}" for m in NO_REFERENCE)
             print(
