@@ -59,10 +59,10 @@ def resume(
         finished_mark(path).unlink()
         saved = None
     if saved is not None:
-        for name, module in modules.items():
-            module.load_state_dict(saved[name])
-        for name, opt in optimizers.items():
-            opt.load_state_dict(saved[name])
+        for key, module in modules.items():
+            module.load_state_dict(saved[key])
+        for key, opt in optimizers.items():
+            opt.load_state_dict(saved[key])
         state = LoopState(
             saved["step"], saved["curves"], saved["validation"], saved.get("mlflow_run_id", ""), saved.get("unsent", [])
         )
