@@ -16,7 +16,7 @@ from srgan.core.metrics import convention
 from srgan.core.runtime import Runtime
 from srgan.data.imresize import bicubic_upscale, imresize_uint8, modcrop
 from srgan.evaluation.niqe import niqe
-from srgan.evaluation.scores import measure
+from srgan.evaluation.scores import Measured, measure
 from srgan.inference.tiling import upscale_image
 from srgan.models.checkpoint import generator_config, save_generator
 from srgan.models.networks import build_generator
@@ -35,15 +35,17 @@ def _json(capsys: pytest.CaptureFixture[str], argv: list[str]) -> dict:
     return json.loads(line)
 
 
+def bicubic_scores(hr: np.ndarray) -> Measured:
+    """What `srgan eval --model bicubic` measures on one HR image: ×4 under the matlab convention."""
+    return measure(bicubic_upscale(imresize_uint8(modcrop(hr, 4), 0.25), 4), modcrop(hr, 4), convention(4))
+
+
 def test_eval_reports_distortion_and_niqe_of_bicubic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     hr = {"astronaut": skimage.data.astronaut()[:256, :300], "coffee": skimage.data.coffee()[:200, :260]}
     folder = _save(tmp_path / "hr", hr)
     got = _json(capsys, ["eval", "--model", "bicubic", "--data", str(folder), "--json"])
     assert set(got) == {"model", "psnr", "ssim", "mse", "lpips", "niqe", "images", "convention"}
-    expected = [
-        measure(bicubic_upscale(imresize_uint8(modcrop(img, 4), 0.25), 4), modcrop(img, 4), convention(4))
-        for img in (hr["astronaut"], hr["coffee"])
-    ]
+    expected = [bicubic_scores(img) for img in (hr["astronaut"], hr["coffee"])]
     assert got["images"] == 2 and got["convention"] == "matlab"
     for key in ("psnr", "lpips", "niqe"):
         assert got[key] == pytest.approx(np.mean([s[key] for s in expected]), abs=1e-9)
@@ -76,10 +78,7 @@ def test_a_flat_image_is_left_out_of_psnr_and_niqe_only_and_the_json_stays_stric
         "warning: flat: PSNR infinite (the output equals HR exactly); too flat for NIQE (fewer than two textured "
         "96×96 blocks); left out of those means, its other metrics count"
     ]
-    scores = {
-        name: measure(bicubic_upscale(imresize_uint8(modcrop(img, 4), 0.25), 4), modcrop(img, 4), convention(4))
-        for name, img in (("astronaut", textured), ("flat", flat))
-    }
+    scores = {"astronaut": bicubic_scores(textured), "flat": bicubic_scores(flat)}
     assert scores["flat"]["psnr"] == np.inf and scores["flat"]["mse"] == 0  # a flat image upscales exactly
     assert got["images"] == 2
     for key in ("psnr", "niqe"):  # the textured image's alone
@@ -112,10 +111,7 @@ def test_a_nearly_flat_image_is_too_flat_for_niqe(tmp_path: Path, capsys: pytest
         "warning: near_flat: too flat for NIQE (fewer than two textured 96×96 blocks); left out of that mean, "
         "its other metrics count"
     ]
-    scores = {
-        name: measure(bicubic_upscale(imresize_uint8(modcrop(img, 4), 0.25), 4), modcrop(img, 4), convention(4))
-        for name, img in (("astronaut", textured), ("near_flat", near_flat))
-    }
+    scores = {"astronaut": bicubic_scores(textured), "near_flat": bicubic_scores(near_flat)}
     assert got["niqe"] == pytest.approx(scores["astronaut"]["niqe"], abs=1e-9)
     assert got["psnr"] == pytest.approx((scores["astronaut"]["psnr"] + scores["near_flat"]["psnr"]) / 2, abs=1e-9)
 
