@@ -20,6 +20,7 @@ from srgan.core.provenance import file_sha256
 from srgan.data.imageio import write_png
 from srgan.evaluation.scores import METRIC_NAMES, METRICS, PERCEPTUAL, Metric, Scores
 from srgan.models.zoo import RELEASED, is_model_uri
+from srgan.training.losses import vgg_weights_origin
 
 MODELS = ("bicubic", "srresnet", "srgan")
 
@@ -245,9 +246,6 @@ def start_note(spec: str) -> str:
 
 def departures(params: Params) -> list[str]:
     """How this run differs from the paper, for results.md: every model or schedule option."""
-    # Here, not at the top: the losses module imports torchvision, which `srgan eval` does not need.
-    from srgan.training.losses import vgg_weights_origin
-
     notes = [start_note(params.pretrain.init)] if params.pretrain.init != NO_START else []
     if params.model.bicubic_skip:
         notes.append(

