@@ -104,6 +104,18 @@ def test_a_video_keeps_its_frames_timestamps_rotation_and_audio(tmp_path: Path, 
     assert psnr(ours[8].to_ndarray(format="rgb24"), still) < 30  # the next frame differs: not a mix-up
 
 
+def test_crf_reaches_the_encoder_whichever_name_it_is_given_by(tmp_path: Path, model_file: Path) -> None:
+    """`--codec h264` is FFmpeg's libx264: `--crf` sets its quality as it does for `libx264`."""
+    make_clip(tmp_path / "clip.mp4", frames=10, audio=False)
+    sizes = {}
+    for codec, crf in (("libx264", "0"), ("h264", "0"), ("h264", "45")):
+        target = tmp_path / f"{codec}-{crf}.mp4"
+        upscale_cli(tmp_path / "clip.mp4", "-o", target, "--model", model_file, "--codec", codec, "--crf", crf)
+        sizes[codec, crf] = target.stat().st_size
+    assert sizes["h264", "0"] == pytest.approx(sizes["libx264", "0"], rel=0.02), sizes
+    assert sizes["h264", "0"] > 3 * sizes["h264", "45"], sizes  # lossless against CRF 45
+
+
 def test_videos_and_images_in_a_folder_each_keep_their_name(tmp_path: Path, model_file: Path) -> None:
     (tmp_path / "in").mkdir()
     make_clip(tmp_path / "in" / "a.mov", frames=5, audio=False)

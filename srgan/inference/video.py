@@ -170,7 +170,7 @@ class _Writer:
         stream = self.sink.add_stream(self.options.codec, rate=self.rate)
         stream.width, stream.height, stream.pix_fmt = width, height, self.options.pix_fmt
         stream.time_base = self.video_in.time_base
-        if self.options.codec in _CRF_CODECS:
+        if stream.codec_context.name in _CRF_CODECS:  # the encoder, whichever name --codec gave it by
             stream.options = {"crf": str(self.options.crf)}
         if first.rotation:
             stream.set_display_rotation(first.rotation)
