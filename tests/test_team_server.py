@@ -152,13 +152,27 @@ def test_many_writers_at_once_lose_nothing(served: Served, clone: Path, admin: M
 
 def test_two_runs_logging_one_dataset_at_once_both_record_it(served: Served, admin: MlflowClient) -> None:
     """The server's MLflow looks for a dataset's row, then inserts it. Another run's insert of the
-    same row is pending in PostgreSQL (a second connection holds it for 1.5 s) while this run
-    looks; this run's insert waits for it, then breaks the unique key, and the server answers 400
-    with PostgreSQL's words. `retry` tries again and finds the row (the previous main gave up)."""
+    same row is pending in PostgreSQL (a second connection) while this run looks; it is committed
+    once PostgreSQL shows this run's transaction waiting for it (pg_locks), so this run's insert
+    breaks the unique key and the server answers 400 with PostgreSQL's words. `retry` tries again
+    and finds the row (the previous main gave up)."""
     experiment_id = admin.get_experiment_by_name("srgan").experiment_id
     run_id = admin.create_run(experiment_id).info.run_id
     dataset = MetaDataset(HTTPDatasetSource(f"{served.team.url}/raced"), name="raced", digest="d1")._to_mlflow_entity()
     engine = sqlalchemy.create_engine(Postgres(served.team.folder / "postgres").uri("mlflow"))
+    waiting = sqlalchemy.text(  # backends waiting for the pending insert's transaction to end
+        "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype = 'transactionid' AND transactionid::text = :xid"
+    )
+    raced = []
+
+    def commit_once_it_waits(xid: str) -> None:
+        with engine.connect() as watcher:
+            deadline = time.monotonic() + 120
+            while not watcher.execute(waiting, {"xid": xid}).scalar() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            raced.append(bool(watcher.execute(waiting, {"xid": xid}).scalar()))
+        other.commit()
+
     with engine.connect() as other:
         other.execute(
             sqlalchemy.text(
@@ -167,15 +181,16 @@ def test_two_runs_logging_one_dataset_at_once_both_record_it(served: Served, adm
             ),
             {"uuid": uuid.uuid4().hex, "experiment": int(experiment_id)},
         )  # pending: SQLAlchemy began a transaction
-        commit = threading.Timer(1.5, other.commit)
-        commit.start()
-        started = time.monotonic()
-        retry(lambda: admin.log_inputs(run_id, [DatasetInput(dataset)]))
-        waited = time.monotonic() - started
-        commit.join()
+        xid = str(other.execute(sqlalchemy.text("SELECT pg_current_xact_id()")).scalar())
+        committer = threading.Thread(target=commit_once_it_waits, args=(xid,))
+        committer.start()
+        try:
+            retry(lambda: admin.log_inputs(run_id, [DatasetInput(dataset)]))
+        finally:
+            committer.join()
     engine.dispose()
     admin.set_terminated(run_id)
-    assert waited >= 1.4  # it did wait for the other insert: the race happened
+    assert raced == [True]  # this run's insert waited for the other's: the race happened
     (logged,) = admin.get_run(run_id).inputs.dataset_inputs
     assert (logged.dataset.name, logged.dataset.digest) == ("raced", "d1")
 

@@ -8,11 +8,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 import torch
 from mlflow.tracking import MlflowClient
 
@@ -73,30 +73,33 @@ def test_a_kill_while_the_store_is_built_leaves_it_complete_or_absent(tmp_path: 
 
 def test_two_runs_logging_one_dataset_at_once_both_record_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two queued experiments' train stages log the same prepared data at once. MLflow looks for the
-    dataset's row, then inserts it; here another run's insert of that row is pending while this run
-    looks (a second sqlite connection holds it for 1.5 s), so this run's insert waits on the lock
-    and then breaks the unique key. On the previous main the stage failed there (CI, test_queue)."""
+    dataset's row, then inserts it; here another run inserts and commits that row in between (a
+    second sqlite connection, at the moment this run's insert is sent), so this run's insert
+    breaks the unique key. On the previous main the stage failed there (CI, test_queue)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "prepared").mkdir()
+    raced = []
+
+    def insert_first(conn, cursor, statement: str, *args: object) -> None:
+        if statement.startswith("INSERT INTO datasets") and not raced:
+            other = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+            other.execute(
+                "INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, dataset_source_type, dataset_source)"
+                " SELECT ?, experiment_id, 'prepared', 'd1', 'local', '{}' FROM experiments WHERE name = 'srgan'",
+                (uuid.uuid4().hex,),
+            )
+            other.close()
+            raced.append(statement)
+
     with stage_run("train", {}) as tracker:
-        experiment_id = MlflowClient().get_run(tracker.run_id).info.experiment_id
-        other = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None, check_same_thread=False)
-        other.execute("BEGIN IMMEDIATE")
-        other.execute(
-            "INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, dataset_source_type, dataset_source)"
-            " VALUES (?, ?, 'prepared', 'd1', 'local', '{}')",
-            (uuid.uuid4().hex, int(experiment_id)),
-        )
-        commit = threading.Timer(1.5, lambda: other.execute("COMMIT"))
-        commit.start()
-        started = time.monotonic()
-        tracker.log_dataset("prepared", tmp_path / "prepared", "d1", context="training")
-        waited = time.monotonic() - started
-        commit.join()
-        other.close()
-    assert waited >= 1.4  # it did wait for the other run's insert: the race happened
+        sqlalchemy.event.listen(sqlalchemy.engine.Engine, "before_cursor_execute", insert_first)
+        try:
+            tracker.log_dataset("prepared", tmp_path / "prepared", "d1", context="training")
+        finally:
+            sqlalchemy.event.remove(sqlalchemy.engine.Engine, "before_cursor_execute", insert_first)
+    assert len(raced) == 1  # the other run's row was there before this run's insert: the race happened
     (logged,) = MlflowClient().get_run(tracker.run_id).inputs.dataset_inputs
     assert (logged.dataset.name, logged.dataset.digest, logged.tags[0].value) == ("prepared", "d1", "training")
 
