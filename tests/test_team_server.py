@@ -168,9 +168,9 @@ def test_two_runs_logging_one_dataset_at_once_both_record_it(served: Served, adm
     def commit_once_it_waits(xid: str) -> None:
         with engine.connect() as watcher:
             deadline = time.monotonic() + 120
-            while not watcher.execute(waiting, {"xid": xid}).scalar() and time.monotonic() < deadline:
+            while not (seen := bool(watcher.execute(waiting, {"xid": xid}).scalar())) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            raced.append(bool(watcher.execute(waiting, {"xid": xid}).scalar()))
+        raced.append(seen)
         other.commit()
 
     with engine.connect() as other:
