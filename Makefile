@@ -41,7 +41,8 @@ lint: $(STAMP)
 # The reference slides' and the paper's scale: Mirflickr25k, the slides' 64→256 patches and
 # batch 8, the paper's 16 blocks, SRResNet from scratch (pretrain.init=none), 1e6 SRResNet and 2e5 SRGAN updates, VGG54 content loss on the
 # Oxford VGG19 the paper used (packaged, 8-bit quantised), Set5/Set14/BSD100. Needs the network
-# and, in practice, a GPU. PAPER_EXTRA appends more overrides (the last value of a key wins),
+# and a GPU: it asks for runtime.device=cuda, and stops at the params stage, in one line with
+# torch's reason, where CUDA is not usable. PAPER_EXTRA appends more overrides (the last value of a key wins),
 # e.g. PAPER_EXTRA="-S train.vgg_weights=torchvision" for torchvision's retrained VGG19.
 PAPER := -S 'data.train=mirflickr25k' -S 'data.eval=[set5,set14,bsd100]' \
 	-S model.arch=srresnet -S model.blocks=16 -S model.channels=64 -S model.bicubic_skip=false \
@@ -49,7 +50,7 @@ PAPER := -S 'data.train=mirflickr25k' -S 'data.eval=[set5,set14,bsd100]' \
 	-S train.steps=200000 -S train.batch_size=8 -S train.crop_size=256 -S train.learning_rate=1.0e-4 \
 	-S train.decay_at=0.5 -S train.content_loss=vgg54 -S train.vgg_weights=oxford -S train.adv_weight=1.0e-3 \
 	-S train.d_steps=1 -S train.vgg_activation=after -S train.pixel_weight=0.0 -S train.freeze_bn=false \
-	-S model.d_norm=batch -S pretrain.icnr=false
+	-S model.d_norm=batch -S pretrain.icnr=false -S runtime.device=cuda
 PAPER_EXTRA ?=
 paper: $(STAMP)
 	$(RUN) dvc exp run -n paper $(PAPER) $(PAPER_EXTRA)

@@ -6,8 +6,10 @@ stage depends on the whole file; `download` depends on its stamp, so a bad param
 `dvc repro` here, before any stage has removed its outs. The stamp's text never changes, so a
 valid edit re-runs only the stages whose keys changed. The generator `pretrain.init` names is
 loaded and checked against `model.*` here too, so a start that does not fit stops the run before
-download. And a tracking server (`$MLFLOW_TRACKING_URI`) that does not answer, or refuses the
-login, stops it here in seconds, in one line, before a stage removes its outs.
+download. So does `runtime.device: cuda` where CUDA is not usable, with torch's reason (no
+device, a driver too old for this torch's CUDA, a GPU architecture it has no kernels for). And
+a tracking server (`$MLFLOW_TRACKING_URI`) that does not answer, or refuses the login, stops it
+here in seconds, in one line, before a stage removes its outs.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 from srgan.core.atomic import write_text
 from srgan.core.config import load_params
 from srgan.core.errors import exit_on_error
+from srgan.core.runtime import resolve_device
 from srgan.models.checkpoint import params_config
 from srgan.models.networks import check_architecture
 from srgan.models.zoo import load_start
@@ -33,6 +36,7 @@ def main() -> None:
     patience_s()  # a malformed $SRGAN_TRACKING_PATIENCE_S stops here, not hours into training
     check_server(tracking_uri())
     check_architecture(params.model.arch)
+    resolve_device(params.runtime.device)  # cuda asked for and not usable: one line, before any out goes
     load_start(params.pretrain.init, params_config(params))  # a missing, damaged or misfit start stops here
     write_text(args.stamp, "params.yaml: every key known, every value valid\n")
 

@@ -32,8 +32,9 @@ TINY = {
     "preprocess": {"hr_size": 32, "stride": 16, "max_val_patches": 4, "workers": 2},
     "model": {"blocks": 1, "channels": 8, "d_channels": 4},
     # Pinned: tests run beside each other (pytest -n), and under `auto` a stage's thread count, and
-    # so the last bits of BatchNorm and conv-gradient sums, would follow what else is computing.
-    "runtime": {"workers": 0, "threads": 1},
+    # so the last bits of BatchNorm and conv-gradient sums, would follow what else is computing;
+    # and the tests compare CPU bytes, which a machine with a GPU would not give under `auto`.
+    "runtime": {"device": "cpu", "workers": 0, "threads": 1},
     # From scratch: the default start, the released SRResNet, has 16 blocks × 64 channels.
     "pretrain": {
         "init": "none",

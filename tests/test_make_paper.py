@@ -61,6 +61,9 @@ def test_make_paper_overrides_run_end_to_end_with_vgg54(tmp_path: Path, http_roo
         f"-S data.train={url}/mirflickr25k.zip -S 'data.eval=[{url}/benchmark.tar]' "
         "-S model.blocks=2 -S pretrain.steps=2 -S train.steps=2 -S pretrain.batch_size=2 -S train.batch_size=2 "
         "-S pretrain.val_every=2 -S train.val_every=2"
+        # make paper asks for a GPU (runtime.device=cuda); the last value of a key wins, and the
+        # test's tiny run stays on the CPU, GPU or not.
+        " -S runtime.device=cpu"
     )
     venv = BIN.parent
     run(["make", "-o", str(venv / ".installed"), "paper", f"VENV={venv}", f"PAPER_EXTRA={extra}"], project, timeout=900)
@@ -75,3 +78,7 @@ def test_make_paper_overrides_run_end_to_end_with_vgg54(tmp_path: Path, http_roo
     pretrain_runs = [r for r in mlflow_runs(project) if r.data.tags["stage"] == "pretrain"]
     assert pretrain_runs[-1].data.params["pretrain.init"] == "none"  # from scratch, as the paper
     assert pretrain_runs[-1].data.tags["init.spec"] == "none"
+    assert (
+        "-S runtime.device=cuda" in (project / "Makefile").read_text().split("PAPER :=", 1)[1].split("PAPER_EXTRA")[0]
+    )
+    assert train_runs[-1].data.params["runtime.device"] == "cpu"

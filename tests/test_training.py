@@ -14,7 +14,7 @@ import pytest
 import torch
 from mlflow.tracking import MlflowClient
 from project import image_steps
-from tiny_stage import PRETRAIN, stage, wait_for_first_checkpoint, write_tiny_project
+from tiny_stage import PRETRAIN, TRAIN, stage, wait_for_first_checkpoint, write_tiny_project
 
 from srgan.core.errors import SrganError
 from srgan.models import checkpoint
@@ -72,21 +72,7 @@ def test_tiny_pretrain_and_train_are_recorded_in_mlflow_and_a_finished_run_is_no
     first = stage(tmp_path, "pretrain", *PRETRAIN, env=sample_every_second)
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
-    second = stage(
-        tmp_path,
-        "train",
-        "--data",
-        "data/prepared",
-        "--init",
-        "models/srresnet.pt",
-        "--out",
-        "models/srgan.pt",
-        "--discriminator",
-        "models/discriminator.pt",
-        "--curves",
-        "reports/plots/train.csv",
-        env=sample_every_second,
-    )
+    second = stage(tmp_path, "train", *TRAIN, env=sample_every_second)
     _, train_err = second.communicate(timeout=300)
     assert second.returncode == 0, train_err
     assert "Pickle" not in err + train_err  # MLflow's warning, which the user cannot act on

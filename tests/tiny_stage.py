@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_PARAMS = """
 preprocess: {hr_size: 32}
 model: {blocks: 1, channels: 8, d_channels: 4}
-runtime: {workers: 0, precision: fp32, threads: 1}
+runtime: {device: cpu, workers: 0, precision: fp32, threads: 1}
 pretrain: {init: none, steps: STEPS, batch_size: 2, crop_size: 16, val_every: 10, checkpoint_every: 5}
 train: {steps: 12, batch_size: 2, crop_size: 16, val_every: 6, checkpoint_every: 6}
 """
@@ -22,7 +22,8 @@ train: {steps: 12, batch_size: 2, crop_size: 16, val_every: 6, checkpoint_every:
 
 def write_tiny_project(root: Path, steps: int = 20) -> None:
     """Random 32→8 px shards (train: 24 patches, val: 4) and a params.yaml of tiny models, on one
-    thread (pinned as in project.TINY, so results do not depend on what runs beside the test)."""
+    CPU thread (pinned as in project.TINY, so results do not depend on what runs beside the test
+    or on a GPU the machine may have)."""
     rng = np.random.default_rng(0)
     for split, count in (("train", 24), ("val", 4)):
         folder = root / "data" / "prepared" / split
@@ -63,3 +64,15 @@ def wait_for_first_checkpoint(root: Path) -> Path:
 
 
 PRETRAIN = ("--data", "data/prepared", "--out", "models/srresnet.pt", "--curves", "reports/plots/pretrain.csv")
+TRAIN = (
+    "--data",
+    "data/prepared",
+    "--init",
+    "models/srresnet.pt",
+    "--out",
+    "models/srgan.pt",
+    "--discriminator",
+    "models/discriminator.pt",
+    "--curves",
+    "reports/plots/train.csv",
+)

@@ -118,6 +118,7 @@ class RuntimeParams:
     threads: Literal["auto"] | int = field(
         default="auto", metadata=_check(lambda v: v == "auto" or v >= 1, "must be auto or a thread count >= 1")
     )
+    compile: bool = False
 
 
 @dataclass(frozen=True)
