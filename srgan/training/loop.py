@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 import signal
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,17 @@ from srgan.training.steps import Scalars
 
 # Curves get a point at least every 10 steps and at the last step.
 LOG_EVERY = 10
+# At most about this many validations and checkpoints a stage: a schedule longer than this many
+# `val_every` / `checkpoint_every` intervals spreads them evenly instead (`make paper`'s 1e6
+# updates: every 5,000, not every 100, which would be 10,000 image grids and ~300 MB checkpoints).
+MAX_POINTS = 200
+# The updates timed for the expected wall time: from the end of the first one (cudnn's
+# autotuning, torch.compile, warm caches) until this many seconds have passed, so the first log
+# steps' and validation's costs are in it in their share.
+WARMUP_S = 5.0
+# A CPU run that `runtime.device: auto` settled for, expected to take longer than this, is
+# pointed out with its estimate.
+LONG_CPU_RUN_S = 3 * 3600
 
 
 @dataclass
@@ -39,9 +51,19 @@ class LoopState:
 
 @dataclass(frozen=True)
 class Intervals:
+    """Steps between validations, checkpoints and curve points (every one of them also at the
+    last step)."""
+
     val: int
     checkpoint: int
     log: int = LOG_EVERY
+
+    @classmethod
+    def spread(cls, val_every: int, checkpoint_every: int, steps: int) -> Intervals:
+        """`val_every` and `checkpoint_every`, widened to steps / `MAX_POINTS` (rounded up) for a
+        long schedule, so that a run writes at most about `MAX_POINTS` of each."""
+        floor = -(-steps // MAX_POINTS)
+        return cls(max(val_every, floor), max(checkpoint_every, floor))
 
 
 @dataclass(frozen=True)
@@ -86,21 +108,17 @@ def run_loop(loop: Loop, state: LoopState, tracker: Tracker, rt: Runtime) -> Non
     NaN/inf, logged, and added to `state.curves`, and a Ctrl-C, or a tracking store away for
     longer than its patience (`tracker.lost`), is honoured (all processes stop at the same step,
     after a checkpoint). A checkpoint is never written from non-finite weights."""
-    if state.step == 0:
-        state.validation = loop.validate(0)
-        tracker.log_metrics(state.validation, step=0)
     every = loop.intervals
+    validation_s = float("nan")
+    if state.step == 0:
+        began = time.perf_counter()
+        state.validation = loop.validate(0)
+        validation_s = time.perf_counter() - began
+        tracker.log_metrics(state.validation, step=0)
+    watch = _Stopwatch(loop, every, state.step, rt, validation_s)
     sums: dict[str, torch.Tensor] = {}
     count = 0
-    bar = tqdm(
-        total=loop.steps,
-        initial=state.step,
-        desc=loop.stage,
-        unit="step",
-        dynamic_ncols=True,
-        file=sys.stderr,
-        disable=rt.rank != 0,
-    )
+    bar: tqdm | None = None  # shown once the estimate is out, under it
     with _StopFlag() as stop:
         for step in range(state.step, loop.steps):
             rt.rebalance()  # another srgan process may have started or ended (runtime.threads auto)
@@ -109,18 +127,25 @@ def run_loop(loop: Loop, state: LoopState, tracker: Tracker, rt: Runtime) -> Non
             count += 1
             done = state.step = step + 1
             last = done == loop.steps
+            if bar is not None:
+                bar.update(1)
+            elif watch.timed(done):
+                if rt.rank == 0:
+                    print(watch.estimate(), file=sys.stderr, flush=True)
+                bar = _progress_bar(loop, done, rt)
             stopping, lost = False, ""
             if done % every.log == 0 or done % every.checkpoint == 0 or last:
                 lost = tracker.lost
                 means, stopping = _reduce(sums, count, stop.requested or bool(lost), rt)
                 _report(loop, state, means, validate=done % every.val == 0 or last, tracker=tracker)
-                bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
+                if bar is not None:
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in means.items()}, refresh=False)
                 sums, count = {}, 0
-            bar.update(1)
             if done % every.checkpoint == 0 or last or stopping:
                 loop.save(state)
             if stopping and not last:
-                bar.close()
+                if bar is not None:
+                    bar.close()
                 if lost:
                     raise SrganError(
                         f"{loop.stage}: {lost}; checkpoint saved at step {done}/{loop.steps} with what was not "
@@ -133,7 +158,108 @@ def run_loop(loop: Loop, state: LoopState, tracker: Tracker, rt: Runtime) -> Non
                     if rt.rank == 0
                     else ""
                 )
-    bar.close()
+    if bar is not None:
+        bar.close()
+
+
+def _progress_bar(loop: Loop, done: int, rt: Runtime) -> tqdm:
+    """The stage's bar from update `done` on, with tqdm's rate and time left (on rank 0)."""
+    return tqdm(
+        total=loop.steps,
+        initial=done,
+        desc=loop.stage,
+        unit="step",
+        dynamic_ncols=True,
+        file=sys.stderr,
+        disable=rt.rank != 0,
+    )
+
+
+class _Stopwatch:
+    """Times this execution's first updates for the expected wall time of the rest of the
+    schedule: updates at the measured rate plus validations at `validation_s` (the step-0
+    validation's time; NaN on a resumed run, which says so)."""
+
+    def __init__(self, loop: Loop, every: Intervals, start: int, rt: Runtime, validation_s: float) -> None:
+        self.loop, self.every, self.start, self.rt, self.validation_s = loop, every, start, rt, validation_s
+        self._origin = (start, time.perf_counter())  # (updates done, clock) the timing starts at
+        self._end = self._origin
+
+    def timed(self, done: int) -> bool:
+        """Whether the warm-up is over after `done` updates. The first update of an execution
+        carries the one-off costs, so the timing starts after it (unless it is the only one).
+        The device is waited for only where the clock is read for the estimate (twice), so the
+        timed updates overlap host and device as every later one does."""
+        if done == self.start + 1 and done < self.loop.steps:
+            self.rt.synchronize()
+            self._origin = (done, time.perf_counter())
+            return False
+        if done < self.loop.steps and time.perf_counter() - self._origin[1] < WARMUP_S:
+            return False
+        self.rt.synchronize()
+        self._end = (done, time.perf_counter())
+        return True
+
+    def estimate(self) -> str:
+        """The first line: the expected wall time of the whole schedule left, and its basis."""
+        (origin, began), (done, now) = self._origin, self._end
+        due = range(self.every.val, self.loop.steps + 1, self.every.val)
+        return expected_time(
+            self.loop.stage,
+            self.loop.steps - self.start,
+            (done - origin) / max(now - began, 1e-9),
+            (origin + 1, done),
+            len({s for s in due if s > self.start} | {self.loop.steps}),
+            self.validation_s,
+            self.rt,
+        )
+
+
+def expected_time(
+    stage: str,
+    updates: int,
+    rate: float,
+    timed: tuple[int, int],
+    validations: int,
+    validation_s: float,
+    rt: Runtime,
+) -> str:
+    """What a training stage says first: `updates` at the `rate` measured over the `timed` updates,
+    plus `validations` of `validation_s` each (NaN: not timed, on a resumed run), on `rt`'s device.
+    A CPU run that `runtime.device: auto` settled for (`rt.cpu_because`), expected to take longer
+    than `LONG_CPU_RUN_S`, adds a warning line with the reason there is no GPU."""
+    basis = f"{rate:.3g} updates/s over updates {timed[0]}-{timed[1]}"
+    total_s = updates / rate
+    if math.isnan(validation_s):
+        basis += "; validation not timed on a resumed run"
+    else:
+        total_s += validations * validation_s
+        basis += f", {validations} validations of {validation_s:.2g} s"
+    hardware = rt.describe()["runtime.hardware"]
+    line = (
+        f"{stage}: {updates} updates on {rt.device.type} ({hardware}, {rt.precision}), "
+        f"expected to take about {_duration(total_s)} ({basis})"
+    )
+    if rt.cpu_because and total_s > LONG_CPU_RUN_S:
+        line += (
+            f"\nwarning: {stage} runs on the CPU because runtime.device: auto found no usable GPU "
+            f"({rt.cpu_because}); about {_duration(total_s)}: set runtime.device=cuda to require a GPU, "
+            f"or fewer {stage}.steps"
+        )
+    return line
+
+
+def _duration(seconds: float) -> str:
+    """3725 → "1 h 2 min"; 95 → "1 min 35 s"; 2.5 days as "2 d 12 h"."""
+    seconds = round(seconds)
+    days, rest = divmod(seconds, 86400)
+    hours, rest = divmod(rest, 3600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days} d {hours} h"
+    if hours:
+        return f"{hours} h {minutes} min"
+    return f"{minutes} min {secs} s" if minutes else f"{secs} s"
 
 
 def _reduce(sums: Scalars, count: int, stop_requested: bool, rt: Runtime) -> tuple[dict[str, float], bool]:
