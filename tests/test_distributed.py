@@ -3,6 +3,7 @@ accumulates the gradients of the two half-batches, resumable after a SIGKILL, lo
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import subprocess
@@ -14,12 +15,12 @@ import torch
 import torch.nn.functional as F
 from mlflow.tracking import MlflowClient
 from project import free_port
-from tiny_stage import PRETRAIN, REPO, stage, wait_for_first_checkpoint, write_tiny_project
+from tiny_stage import PRETRAIN, REPO, TRAIN, stage, wait_for_first_checkpoint, write_tiny_project
 
 from srgan.core.config import load_params
 from srgan.core.runtime import seed_everything
 from srgan.data.batches import RandomCrops, Shards, to_float
-from srgan.models.checkpoint import generator_config, load_generator
+from srgan.models.checkpoint import generator_config, load_generator, params_config, save_generator
 from srgan.models.networks import Generator, build_generator, icnr_
 from srgan.training.steps import adam
 
@@ -117,10 +118,23 @@ def test_two_process_pretrain_resumes_and_matches_one_process_gradient_accumulat
     assert client.get_metric_history(finished.info.run_id, "loss")[-1].step == STEPS
 
 
-def test_the_readmes_rendezvous_command_trains_with_torchruns_world(tmp_path: Path) -> None:
+def test_the_readmes_rendezvous_command_trains_srgan_on_two_ranks_and_retrains_a_finished_run(tmp_path: Path) -> None:
     """docs/scaling.md: torchrun with rendezvous flags (here one node on 127.0.0.1) runs the
-    stage directly; it sees torchrun's environment, does not re-launch, and trains with 2 ranks."""
-    write_tiny_project(tmp_path, steps=10)  # runtime.nproc stays 1: torchrun sets the world
+    SRGAN stage directly; it sees torchrun's environment, does not re-launch, and trains with 2
+    ranks (gloo): one MLflow run, the loss curve to the last step, the two ranks' weights
+    identical at the end. Run again (what `dvc repro -f` does), rank 0 alone finds the finished
+    mark and removes it, and both ranks train again from step 0 (each rank used to look for the
+    mark while another deleted it)."""
+    write_tiny_project(tmp_path)  # runtime.nproc stays 1: torchrun sets the world
+    yaml_file = tmp_path / "params.yaml"
+    # Two images a rank: the discriminator's last BatchNorm sees 1×1 maps, and needs more than one.
+    yaml_file.write_text(
+        yaml_file.read_text().replace("train: {steps: 12, batch_size: 2", "train: {steps: 12, batch_size: 4")
+    )
+    params = load_params(yaml_file)
+    config = params_config(params)
+    torch.manual_seed(0)
+    save_generator(tmp_path / "models" / "srresnet.pt", build_generator(config), config)
     command = [
         sys.executable,
         "-m",
@@ -131,15 +145,23 @@ def test_the_readmes_rendezvous_command_trains_with_torchruns_world(tmp_path: Pa
         "--rdzv-backend=c10d",
         f"--rdzv-endpoint=127.0.0.1:{free_port()}",
         "-m",
-        "stages.pretrain",
-        *PRETRAIN,
+        "stages.train",
+        *TRAIN,
     ]
     env = {key: value for key, value in os.environ.items() if key not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
-    result = subprocess.run(
-        command, cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert load_generator(tmp_path / "models" / "srresnet.pt").scale == 4
     client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    (run,) = client.search_runs([client.get_experiment_by_name("srgan").experiment_id])
-    assert run.info.status == "FINISHED" and run.data.params["runtime.world_size"] == "2"
+    for execution in (1, 2):
+        result = subprocess.run(
+            command, cwd=tmp_path, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True, text=True, timeout=300
+        )
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert result.stderr.count("holds a finished run; training again from step 0") == execution - 1
+        assert f"train: weights identical on all 2 processes after step {params.train.steps}" in result.stderr
+        runs = client.search_runs([client.get_experiment_by_name("srgan").experiment_id])
+        assert len(runs) == execution  # one run per execution, from rank 0 only
+        run = runs[0]
+        assert run.info.status == "FINISHED" and run.data.params["runtime.world_size"] == "2"
+        losses = client.get_metric_history(run.info.run_id, "g_content")
+        assert [point.step for point in losses] == [6, 10, 12]  # at each checkpoint and log step
+        assert all(math.isfinite(point.value) and point.value > 0 for point in losses)
+    assert load_generator(tmp_path / "models" / "srgan.pt").scale == 4

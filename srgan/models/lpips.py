@@ -172,9 +172,10 @@ class LPIPS(nn.Module):
 
 
 @cache
-def lpips_model(net: str = DEFAULT_NET) -> LPIPS:
-    """The LPIPS network for `net`, built once per process (CPU, fp32)."""
-    return LPIPS(net)
+def lpips_model(net: str = DEFAULT_NET, device: str = "cpu") -> LPIPS:
+    """The LPIPS network for `net` on `device` (fp32), built once per process and device: training
+    validates on its own device, so a GPU run does not wait on the CPU."""
+    return LPIPS(net).to(device)
 
 
 def to_tensor(image: np.ndarray) -> torch.Tensor:

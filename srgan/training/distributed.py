@@ -9,6 +9,7 @@ Backends: nccl on CUDA (one GPU per process, `LOCAL_RANK`), gloo on CPU.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import sys
 import threading
@@ -19,6 +20,12 @@ import torch.distributed as dist
 
 from srgan.core.errors import SrganError
 from srgan.core.runtime import Runtime
+from srgan.tracking.remote import patience_s
+
+# Beyond the tracking store's patience: while rank 0 waits out a store that is away, the other
+# ranks wait in their next collective, and must not be timed out first (NCCL's default: 10 min,
+# the patience's default too).
+GROUP_TIMEOUT_MARGIN_S = 300
 
 
 def under_torchrun() -> bool:
@@ -67,7 +74,8 @@ def setup(rt: Runtime, batch_sizes: dict[str, int]) -> Runtime:
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         _exit_with_launcher()
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        timeout = datetime.timedelta(seconds=patience_s() + GROUP_TIMEOUT_MARGIN_S)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
     return dataclasses.replace(rt, device=device, world_size=world_size, rank=dist.get_rank())
 
 
@@ -103,6 +111,32 @@ def mean_over_ranks(values: torch.Tensor, rt: Runtime) -> torch.Tensor:
     return values / rt.world_size
 
 
+def lead_says(flag: bool, rt: Runtime) -> bool:
+    """Rank 0's `flag` on every process: one decision for all, where each deciding for itself
+    would race (a file one rank deletes while another looks for it)."""
+    if rt.world_size == 1:
+        return flag
+    value = torch.tensor([int(flag)], device=rt.device)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
+
+
+def identical_parameters(modules: list[torch.nn.Module], rt: Runtime) -> bool:
+    """Whether every process holds bit-identical parameters in `modules` (True in one process).
+
+    DDP keeps them so by averaging every gradient; a parameter that trains outside its wrapper
+    would drift apart on each rank unnoticed, and only rank 0's copy is written. (BatchNorm's
+    running statistics are buffers, not parameters: each rank's follow its own batches between
+    DDP's broadcasts, and rank 0's are the ones written.)"""
+    if rt.world_size == 1:
+        return True
+    flat = torch.cat([p.detach().float().flatten() for m in modules for p in m.parameters()])
+    low, high = flat.clone(), flat.clone()
+    dist.all_reduce(low, op=dist.ReduceOp.MIN)
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    return bool(torch.equal(low, high))
+
+
 def agree(value: int, rt: Runtime) -> bool:
     """Whether every process holds the same `value` (True in a single process)."""
     if rt.world_size == 1:
@@ -113,13 +147,25 @@ def agree(value: int, rt: Runtime) -> bool:
     return low.item() == -high.item()
 
 
+def sync_batchnorm(module: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
+    """`module` with its BatchNorms normalising over the whole global batch when several CUDA
+    processes share it (the paper's batch of 8 over 8 GPUs would otherwise normalise single
+    images); `module` as it is otherwise. SyncBatchNorm has the same parameters and buffers, so
+    checkpoints do not change; PyTorch implements it for GPUs only."""
+    if rt.world_size == 1 or rt.device.type != "cuda":
+        return module
+    return torch.nn.SyncBatchNorm.convert_sync_batchnorm(module)
+
+
 def wrap(module: torch.nn.Module, rt: Runtime) -> torch.nn.Module:
-    """DistributedDataParallel around `module` in a process group, else `module` itself.
+    """DistributedDataParallel around `module` in a process group, else `module` itself, then
+    `torch.compile` of that when `runtime.compile` asks.
 
     Call the wrapper for forward passes whose gradients train `module`; use `module` for
     anything else (no-grad passes, a frozen discriminator, validation, checkpoints).
     """
-    if rt.world_size == 1:
-        return module
-    device_ids = [rt.device.index] if rt.device.type == "cuda" else None
-    return torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+    wrapped = module
+    if rt.world_size > 1:
+        device_ids = [rt.device.index] if rt.device.type == "cuda" else None
+        wrapped = torch.nn.parallel.DistributedDataParallel(module, device_ids=device_ids)
+    return torch.compile(wrapped) if rt.compile else wrapped

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from torch import nn
 
 from srgan.core.atomic import write_text
 from srgan.core.config import Params, PretrainParams, TrainParams, flatten
+from srgan.core.errors import SrganError
 from srgan.core.provenance import dataset_digest
 from srgan.core.runtime import Runtime, resolve_runtime, seed_everything
 from srgan.data.batches import RandomCrops, Shards, batch_loader, to_float
@@ -84,7 +86,7 @@ def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> Tr
         gen.load_state_dict(start.generator.state_dict())
     elif p.icnr:
         icnr_(gen)
-    gen = gen.to(rt.device, memory_format=torch.channels_last).train()
+    gen = distributed.sync_batchnorm(gen, rt).to(rt.device, memory_format=torch.channels_last).train()
     trained_gen = distributed.wrap(gen, rt)
     opt = adam(gen, p.learning_rate)
 
@@ -121,11 +123,15 @@ def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: P
     p = params.train
     rt, shards, val = _setup(params, data_dir, "train.batch_size", p.batch_size)
     content = ContentLoss(p.content_loss, p.vgg_weights, p.vgg_activation)  # fails here, before training
-    loss = GeneratorLoss(content, p.pixel_weight, p.adv_weight).to(rt.device)
+    # channels_last like the images it compares (the generator's output is): no per-call copies of
+    # VGG's weights into that layout (the same bits on the CPU, measured).
+    loss = GeneratorLoss(content, p.pixel_weight, p.adv_weight).to(rt.device, memory_format=torch.channels_last)
     config = checkpoint.params_config(params)
-    gen = checkpoint.load_generator(init, expect=config).to(rt.device, memory_format=torch.channels_last).train()
+    gen = distributed.sync_batchnorm(checkpoint.load_generator(init, expect=config), rt)
+    gen = gen.to(rt.device, memory_format=torch.channels_last).train()
     disc_config = {"channels": params.model.d_channels, "norm": params.model.d_norm}
-    disc = Discriminator(**disc_config).to(rt.device, memory_format=torch.channels_last).train()
+    disc = distributed.sync_batchnorm(Discriminator(**disc_config), rt)
+    disc = disc.to(rt.device, memory_format=torch.channels_last).train()
     trained_gen, trained_disc = distributed.wrap(gen, rt), distributed.wrap(disc, rt)
     opt_g = adam(gen, p.learning_rate)
     opt_d = adam(disc, p.learning_rate)
@@ -180,7 +186,7 @@ class TrainingJob:
         self.stage, self.params, self.rt, self.val = stage, params, rt, val
         self.section = getattr(params, stage.name)
         self.path = checkpoint_path(stage.name, params, rt, ("seed", "scale", "model", stage.name), stage.inputs)
-        self.state = resume(stage.name, stage.modules, stage.optimizers, self.path, rt, self.section.steps)
+        self.state = resume(stage.name, stage.modules, stage.optimizers, self.path, rt)
         self.lead = rt.rank == 0
         self.run_params = {**flatten(params), **rt.describe()}
         self._next_batch = _batch_source(stage, self.section, params, rt, shards, start=self.state.step)
@@ -200,7 +206,7 @@ class TrainingJob:
         loop = Loop(
             stage=self.stage.name,
             steps=self.section.steps,
-            intervals=Intervals(self.section.val_every, self.section.checkpoint_every),
+            intervals=Intervals.spread(self.section.val_every, self.section.checkpoint_every, self.section.steps),
             step=lambda i: self.stage.step(i, self._next_batch),
             validate=lambda step: self._validate(tracker, step),
             save=lambda s: (
@@ -208,14 +214,24 @@ class TrainingJob:
             ),
         )
         run_loop(loop, self.state, tracker, self.rt)
+        self._check_ranks_agree()
         if self.lead:
             self.stage.finish(tracker, self.state)
             write_text(finished_mark(self.path), f"step {self.state.step}: outs written and logged\n")
 
-    def _save(self, state: LoopState, tracker: Tracker) -> None:
-        """The checkpoint, with what `tracker` has not sent yet; only the lead process writes it."""
+    def _check_ranks_agree(self) -> None:
+        """Under torchrun, refuse to write outs unless every process ends with the same weights
+        (rank 0's are written; the others' must not have drifted)."""
+        if self.rt.world_size == 1:
+            return
+        if not distributed.identical_parameters(list(self.stage.modules.values()), self.rt):
+            raise SrganError(f"{self.stage.name}: the processes ended with different weights; no outs written")
         if self.lead:
-            save(self.stage.modules, self.stage.optimizers, self.path, state, tracker.unsent())
+            print(
+                f"{self.stage.name}: weights identical on all {self.rt.world_size} processes after step "
+                f"{self.state.step}",
+                file=sys.stderr,
+            )
 
     def _validate(self, tracker: Tracker, step: int) -> dict[str, float]:
         if not self.lead:
@@ -266,6 +282,8 @@ def _setup(params: Params, data_dir: Path, batch_key: str, batch_size: int) -> t
     """The runtime (torchrun's process group included), the seeds, the training shards and the
     validation pairs (uint8 (N, 3, h, w) LR, (N, 3, H, W) HR)."""
     rt = distributed.setup(resolve_runtime(params.runtime), {batch_key: batch_size})
+    # Training batches keep one shape, so cuDNN's search for the fastest kernels pays once.
+    torch.backends.cudnn.benchmark = rt.device.type == "cuda"
     seed_everything(params.seed)
     shards = Shards(data_dir / "train")
     val = Shards(data_dir / "val").all_pairs()

@@ -43,21 +43,25 @@ def resume(
     optimizers: dict[str, torch.optim.Optimizer],
     path: Path,
     rt: Runtime,
-    steps: int,
 ) -> LoopState:
     """Stage `name`'s `modules` and `optimizers` loaded from its checkpoint, if one exists, and the loop's
     state; every process must find the same one.
 
-    A checkpoint of a finished run (all `steps` done and the outs written: `finished_mark`) is not
+    A checkpoint of a finished run (all its steps done and the outs written: `finished_mark`) is not
     resumed: DVC runs a stage whose outs it already has only when asked to (`dvc repro -f`), and
     then the stage trains again. One that stopped after its last step, before its outs were
     written and logged (the tracking store away), resumes there and only finishes."""
     state = LoopState()
-    saved = checkpoint.load(path, checkpoint.TRAINING_FORMAT) if path.exists() else None
-    if saved is not None and saved["step"] >= steps and finished_mark(path).exists():
-        print(f"{name}: {path} holds a finished run; training again from step 0", file=sys.stderr)
-        finished_mark(path).unlink()
+    # Rank 0 alone looks at the mark and removes it: ranks that each looked would race, one
+    # deleting it while another still checks for it and resumes the finished run instead.
+    lead = rt.rank == 0
+    if distributed.lead_says(lead and finished_mark(path).exists(), rt):
+        if lead:
+            print(f"{name}: {path} holds a finished run; training again from step 0", file=sys.stderr)
+            finished_mark(path).unlink()
         saved = None
+    else:
+        saved = checkpoint.load(path, checkpoint.TRAINING_FORMAT) if path.exists() else None
     if saved is not None:
         for key, module in modules.items():
             module.load_state_dict(saved[key])

@@ -137,9 +137,10 @@ def validate(
         np.mean([psnr(_hwc(sr), _hwc(hr), crop_border=scale, y_channel=False) for sr, hr in zip(sr_all, hr_val)])
     )
     inner = (slice(None), slice(None), slice(scale, -scale), slice(scale, -scale))
-    sr_inner, hr_inner = sr_all[inner].float() / 255, hr_val[inner].float() / 255  # (N, 3, H', W') in [0, 1]
+    # (N, 3, H', W') in [0, 1], on the training device: LPIPS runs there
+    sr_inner, hr_inner = (img[inner].to(rt.device).float() / 255 for img in (sr_all, hr_val))
     measurable = min(sr_inner.shape[2:]) >= LPIPS_MIN_SIZE  # tiny test patches are not
-    mean_lpips = float(lpips_model()(sr_inner, hr_inner).mean()) if measurable else float("nan")
+    mean_lpips = float(lpips_model(device=str(rt.device))(sr_inner, hr_inner).mean()) if measurable else float("nan")
     rows = []
     for i in range(min(4, len(lr_val))):
         lr_up = F.interpolate(lr_val[i : i + 1].float(), scale_factor=scale, mode="nearest")[0].to(torch.uint8)
