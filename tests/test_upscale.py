@@ -28,8 +28,15 @@ from srgan.cli import main
 from srgan.core.errors import SrganError
 from srgan.core.runtime import Runtime
 from srgan.evaluation.evaluate import generator_upscaler
-from srgan.inference.limits import MIN_TILE, max_output_pixels_ceiling
-from srgan.inference.tiling import context_radius, tile_spans, upscale_batch, upscale_image
+from srgan.inference.limits import DEFAULT_TILE, MAX_AUTO_TILE, MIN_TILE, max_output_pixels_ceiling, tile_for_memory
+from srgan.inference.tiling import (
+    OutOfMemory,
+    context_radius,
+    default_tile,
+    tile_spans,
+    upscale_batch,
+    upscale_image,
+)
 from srgan.inference.upscale import Job, plan_jobs, read_picture, upscale_files
 from srgan.models.checkpoint import generator_config, save_discriminator, save_generator
 from srgan.models.networks import Discriminator, Generator
@@ -171,6 +178,102 @@ def test_a_batch_of_frames_equals_each_frame_alone(channels: int) -> None:
         assert np.abs(batch[k].astype(int) - alone).max() <= 1
         assert psnr(batch[k], alone) >= 50
     assert psnr(batch[0], batch[1]) < 30  # the frames differ, so a mix-up would show
+
+
+# --- memory ---------------------------------------------------------------------------------------
+
+
+def test_the_tile_for_free_memory_shrinks_with_it_between_the_bounds() -> None:
+    """The paper's model (64 channels, ×4, 40 px of context) on GPUs with 80, 8 and 1 GB free:
+    ~37·64 values of 2 bytes (bf16) an LR pixel, in half the free memory."""
+    paper = {"channels": 64, "scale": 4, "context": 40}
+    tiles = [tile_for_memory(free, **paper, element_bytes=2) for free in (80 * 10**9, 8 * 10**9, 10**9)]
+    assert tiles == [MAX_AUTO_TILE, 512, 128]
+    assert tile_for_memory(4 * 10**9, **paper, element_bytes=2) == 512
+    assert tile_for_memory(4 * 10**9, **paper, element_bytes=4) == 256  # fp32: twice the bytes
+    assert tile_for_memory(4 * 10**9, **paper, element_bytes=2, frames=4) == 128  # a video's batch of 4
+    assert tile_for_memory(10**7, **paper, element_bytes=2) == tile_for_memory(0, **paper, element_bytes=2) == MIN_TILE
+    frees = [int(1.5**k) for k in range(80)]
+    swept = [tile_for_memory(free, **paper, element_bytes=2) for free in frees]
+    assert swept == sorted(swept) and set(swept) == {MIN_TILE * 2**k for k in range(6)}  # 32 … 1024, never down
+
+
+def test_the_default_tile_comes_from_free_gpu_memory_and_is_fixed_on_the_cpu(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only the device query is replaced: the paper's generator, its context and its precision are real."""
+    asked: list[torch.device] = []
+
+    def mem_get_info(device: torch.device) -> tuple[int, int]:
+        asked.append(device)
+        return 4 * 10**9, 80 * 10**9
+
+    monkeypatch.setattr(torch.cuda, "mem_get_info", mem_get_info)
+    gen = Generator(scale=4, blocks=16, channels=64)
+    cuda = torch.device("cuda")
+    assert default_tile(gen, Runtime(cuda, "bf16")) == 512
+    assert default_tile(gen, Runtime(cuda, "fp32")) == 256
+    assert default_tile(gen, Runtime(cuda, "bf16"), frames=4) == 128
+    assert asked == [cuda] * 3
+    assert default_tile(gen, CPU_FP32) == default_tile(gen, CPU_FP32, frames=4) == DEFAULT_TILE
+    assert len(asked) == 3  # the CPU's tile is fixed: no memory asked
+    with pytest.raises(SystemExit):
+        main(["upscale", "--help"])
+    assert f"(default: {DEFAULT_TILE} on the CPU; on a GPU the largest" in " ".join(capsys.readouterr().out.split())
+
+
+def out_of_memory_over(gen: Generator, side: int) -> None:
+    """Make `gen` run out of memory as a device with room for `side`×`side` LR px would: a forward
+    hook raises torch.OutOfMemoryError for larger inputs. Only the allocation failure is replaced;
+    the test below makes a real one, in a subprocess."""
+
+    def hook(module: nn.Module, args: tuple[torch.Tensor]) -> None:
+        if max(args[0].shape[-2:]) > side:
+            raise torch.OutOfMemoryError(f"out of memory for a {tuple(args[0].shape)} input")
+
+    gen.register_forward_pre_hook(hook)
+
+
+def test_a_run_keeps_the_halved_tile_for_its_next_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Tile 64 on 100 px images means 62 px crops with their context, over the 50 px that fit;
+    tile 32 means at most 49 px. One warning for the run, not one per file, and each output is the
+    one tile 32 gives."""
+    gen = random_generator()
+    out_of_memory_over(gen, 50)
+    images = {name: smooth_image(100, 100, seed=seed) for seed, name in enumerate(("a.png", "b.png"))}
+    for name, img in images.items():
+        Image.fromarray(img).save(tmp_path / name)
+    jobs = [Job(tmp_path / name, tmp_path / "out" / name) for name in images]
+    assert upscale_files(gen, jobs, CPU_FP32, tile=64) == 0
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["warning: out of memory at tile 64 on cpu; retrying at tile 32"]
+    for name, img in images.items():
+        assert np.array_equal(
+            np.asarray(Image.open(tmp_path / "out" / name)), upscale_image(gen, img, CPU_FP32, tile=32)
+        )
+
+
+def test_out_of_memory_at_the_smallest_tile_is_one_line_per_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Nothing fits: each file fails in one line naming it, the run goes on, and a batch of frames
+    is told it may pass fewer at once."""
+    gen = random_generator()
+    out_of_memory_over(gen, 0)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(smooth_image(40, 40)).save(tmp_path / name)
+    jobs = [Job(tmp_path / name, tmp_path / "out" / name) for name in ("a.png", "b.png")]
+    assert upscale_files(gen, jobs, CPU_FP32, tile=2 * MIN_TILE) == 2
+    smallest = f"out of memory on cpu even at tile {MIN_TILE}, the smallest; close other programs"
+    assert capsys.readouterr().err.splitlines() == [
+        f"warning: out of memory at tile {2 * MIN_TILE} on cpu; retrying at tile {MIN_TILE}",
+        f"error: {tmp_path / 'a.png'}: {smallest}",
+        f"error: {tmp_path / 'b.png'}: {smallest}",  # already at the smallest: no second warning
+    ]
+    assert not (tmp_path / "out").exists()  # made by the first write only
+    frames = np.stack([smooth_image(40, 40, seed=k) for k in range(4)])
+    with pytest.raises(OutOfMemory, match=f"{smallest} or upscale fewer than 4 frames at once \\(--batch\\)$"):
+        upscale_batch(gen, frames, CPU_FP32, tile=MIN_TILE)
 
 
 # --- image modes ----------------------------------------------------------------------------------
@@ -389,6 +492,45 @@ def srgan_command(*args: str | Path, cwd: Path, **popen: object) -> subprocess.P
     env = {key: value for key, value in os.environ.items() if key not in ("MLFLOW_TRACKING_URI", "DVC_ROOT")}
     streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
     return subprocess.Popen([str(BIN / "srgan"), *map(str, args), *FP32], cwd=cwd, env=env, text=True, **streams)
+
+
+# The out-of-memory test's subprocess: `srgan upscale` at --tile 128 (which also makes the
+# imports, the thread and oneDNN's convolutions for those shapes), then at --tile 256 with the
+# address space limited to that run's peak plus 48 MiB. Set here, after import: torch reserves
+# gigabytes of address space as it loads.
+OUT_OF_MEMORY_RUN = """
+import re, resource, sys
+from srgan.cli import main
+model, photo, given, limited = sys.argv[1:]
+options = ["--model", model, "--device", "cpu", "--precision", "fp32", "--threads", "1"]
+main(["upscale", photo, "-o", given, "--tile", "128", *options])
+peak = int(re.search(r"VmPeak:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1)) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (peak + 48 * 2**20, resource.getrlimit(resource.RLIMIT_AS)[1]))
+main(["upscale", photo, "-o", limited, "--tile", "256", *options])
+"""
+
+
+def test_a_tile_out_of_memory_is_retried_at_half_and_gives_the_pixels_of_that_tile(tmp_path: Path) -> None:
+    """A real allocation failure on the CPU (RLIMIT_AS: PyTorch's "DefaultCPUAllocator: can't
+    allocate memory"), not a mocked one. The limit is the --tile 128 run's own peak plus 48 MiB:
+    the retry at 128 fits, with room for what the failed try leaves allocated, while a 256 tile
+    needs about 3× the floats of a 128 one (16 channels: ~100 MB more; the window measured here:
+    16 to 80 MiB over the peak). The output is byte for byte the --tile 128 run's."""
+    save_generator(
+        tmp_path / "gen.pt",
+        random_generator(channels=16),
+        generator_config(scale=4, blocks=2, channels=16, bicubic_skip=True),
+    )
+    Image.fromarray(smooth_image(256, 256)).save(tmp_path / "photo.png")
+    proc = subprocess.run(
+        [sys.executable, "-c", OUT_OF_MEMORY_RUN, "gen.pt", "photo.png", "given.png", "retried.png"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert [line for line in proc.stderr.splitlines() if not line.startswith("gen.pt:")] == [
+        "warning: out of memory at tile 256 on cpu; retrying at tile 128"
+    ]
+    assert (tmp_path / "retried.png").read_bytes() == (tmp_path / "given.png").read_bytes()
 
 
 @pytest.mark.parametrize("output", ["same.png", "./same.png", "link.png"])

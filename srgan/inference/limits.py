@@ -9,6 +9,9 @@ DEFAULT_TILE = 256  # LR pixels: 16 blocks × 64 channels peak at about 1 GB in 
 # Below this, the context each tile recomputes (2·blocks + 8 px a side, 40 for the paper's
 # model) outweighs the tile: a 32 px tile already does (32 + 80)² / 32² ≈ 12× the work.
 MIN_TILE = 32
+# The largest tile chosen from a GPU's free memory: the context it recomputes already adds only
+# 16 % to the work ((1024 + 80)² / 1024² for the paper's model), so a bigger tile saves little.
+MAX_AUTO_TILE = 1024
 DEFAULT_MAX_OUTPUT_PIXELS = 100_000_000  # a 3000×2000 photo at ×4 is 96 MP
 # An output pixel while it is written: 3 bytes in the uint8 array the tiles fill, 4 in the copy
 # Pillow encodes from (it keeps RGB as 4 bytes a pixel).
@@ -38,3 +41,26 @@ def check_max_output_pixels(value: int) -> None:
             f"--max-output-pixels {value}: more output pixels than this machine's {memory:.0f} GiB of memory can "
             f"hold at {BYTES_PER_OUTPUT_PIXEL} bytes each; use at most {ceiling}"
         )
+
+
+def tile_for_memory(
+    free_bytes: int, *, channels: int, scale: int, context: int, element_bytes: int, frames: int = 1
+) -> int:
+    """The largest power-of-two tile from `MAX_AUTO_TILE` down to `MIN_TILE` whose estimated float
+    working set fits half of `free_bytes`: the default tile on a GPU (`srgan.inference.tiling.default_tile`).
+
+    The estimate, per LR pixel of a tile with its context ((tile + 2·context)² pixels, each of
+    `frames` images): the generator's peak is its last ×2 stage, which holds its convolution's
+    output and that output's PReLU, s²·C values each per LR pixel (4C channels at s/2 resolution,
+    or C at s for an upsample-then-conv model), besides that stage's input (s²·C / 4) and the
+    body's features (C): (9·s² / 4 + 1)·C values of `element_bytes` (4 in fp32, 2 under bf16
+    autocast). For the paper's 16 blocks × 64 channels at ×4 that is 37·64 values a pixel, about
+    1 GB at tile 256 in fp32 (`DEFAULT_TILE`). Half the free memory, not all of it: the estimate
+    leaves out the convolutions' workspaces and the allocator's fragmentation, and other jobs on
+    the device may grow; a tile that runs out of memory anyway is halved (`upscale_batch`).
+    """
+    per_pixel = (9 * scale**2 // 4 + 1) * channels * element_bytes * frames
+    tile = MAX_AUTO_TILE
+    while tile > MIN_TILE and (tile + 2 * context) ** 2 * per_pixel > free_bytes // 2:
+        tile //= 2
+    return tile

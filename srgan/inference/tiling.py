@@ -7,19 +7,26 @@ zero padding), so the core's output equals whole-image inference while the float
 bounded by the tile size. Each tile's core is written straight into a preallocated uint8 output,
 the only image-sized array (3 bytes per output pixel). Several frames of one size go through as
 one batch, tile by tile: one forward per tile position for all of them.
+
+A forward that runs out of memory (the GPU's, or the CPU's where an allocation fails) starts the
+batch over at half the tile, down to `MIN_TILE`, with one warning line; the result is the same
+as with that smaller tile given. `srgan upscale` without `--tile` runs `default_tile`:
+`DEFAULT_TILE` on the CPU, on a GPU the largest that fits half its free memory.
 """
 
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
+from srgan.core.errors import SrganError
 from srgan.core.runtime import Runtime
-from srgan.inference.limits import DEFAULT_TILE
+from srgan.inference.limits import DEFAULT_TILE, MIN_TILE, tile_for_memory
 from srgan.models.networks import Generator
 
 # ITU-R BT.601 luma weights: a gray input's RGB output back to gray (the Y of `rgb_to_y`, without offset).
@@ -59,8 +66,43 @@ def tile_spans(length: int, tile: int) -> list[tuple[int, int]]:
     return [(start, min(start + size, length)) for start in range(0, length, size)]
 
 
+@dataclass
+class Tile:
+    """A run's tile side in LR px, shared by its calls of `upscale_batch` (a folder's images, a
+    video's batches of frames): halved there when a forward runs out of memory, so that the next
+    calls start at the side that fitted instead of running out, and warning, again."""
+
+    side: int
+
+
+class OutOfMemory(SrganError):
+    """Out of memory even at `MIN_TILE`. Its message names no file (tiles do not know theirs):
+    `srgan.inference.upscale.upscale_files` adds the one it was upscaling."""
+
+
+def default_tile(gen: Generator, rt: Runtime, frames: int = 1) -> int:
+    """The tile when none is given, for `frames` images a forward.
+
+    On the CPU, `DEFAULT_TILE`. On CUDA, the largest that fits half of the device's free memory
+    now (`tile_for_memory`): a big idle GPU runs big tiles, recomputing less context, and a busy
+    one small tiles. Memory this process's allocator caches counts as used, so ask before the run
+    allocates.
+    """
+    if rt.device.type != "cuda":
+        return DEFAULT_TILE
+    free, _total = torch.cuda.mem_get_info(rt.device)
+    return tile_for_memory(
+        free,
+        channels=next(m for m in gen.modules() if isinstance(m, nn.Conv2d)).out_channels,  # the feature width C
+        scale=gen.scale,
+        context=context_radius(gen),
+        element_bytes=2 if rt.precision == "bf16" else 4,
+        frames=frames,
+    )
+
+
 def upscale_batch(
-    gen: Generator, lr_imgs: np.ndarray, rt: Runtime, *, tile: int = DEFAULT_TILE, progress: bool = False
+    gen: Generator, lr_imgs: np.ndarray, rt: Runtime, *, tile: int | Tile = DEFAULT_TILE, progress: bool = False
 ) -> np.ndarray:
     """uint8 (n, h, w, 3) RGB or (n, h, w) gray → uint8 (n, h·s, w·s[, 3]), tile by tile.
 
@@ -69,12 +111,52 @@ def upscale_batch(
     is one forward of all n images. A gray image goes through the model as R = G = B and comes
     back by BT.601 luma, the RGB output and then the luma each rounded to integers. `progress`
     shows a tqdm bar of tiles on stderr.
+
+    A forward out of memory starts the batch over at half the tile (a `Tile` keeps the halved side
+    for the caller's next batches), with a warning line; at `MIN_TILE` it is an `OutOfMemory`.
     """
-    gray = lr_imgs.ndim == 3
-    scale, context = gen.scale, context_radius(gen)
+    current = tile if isinstance(tile, Tile) else Tile(tile)
     count, height, width = lr_imgs.shape[:3]
     gen = gen.to(rt.device, memory_format=torch.channels_last).eval()
-    sr_imgs = np.empty((count, height * scale, width * scale, *lr_imgs.shape[3:]), dtype=np.uint8)
+    sr_imgs = np.empty((count, height * gen.scale, width * gen.scale, *lr_imgs.shape[3:]), dtype=np.uint8)
+    while True:
+        try:
+            _fill(gen, lr_imgs, sr_imgs, rt, current.side, progress)
+            return sr_imgs
+        except RuntimeError as err:  # torch.OutOfMemoryError is one
+            if not _out_of_memory(err):
+                raise
+        # Out of the `except`: the failed forward's tensors, held by the traceback, are free now.
+        if rt.device.type == "cuda":
+            torch.cuda.empty_cache()  # give the failed forward's cached blocks back to the driver
+        current.side = _halved(current.side, rt.device, count)
+
+
+def _out_of_memory(err: RuntimeError) -> bool:
+    """A GPU allocation that failed, or a CPU one: PyTorch raises the latter as a plain RuntimeError."""
+    return isinstance(err, torch.OutOfMemoryError) or "DefaultCPUAllocator: can't allocate memory" in str(err)
+
+
+def _halved(tile: int, device: torch.device, count: int) -> int:
+    """The tile to retry at after `tile` ran out of memory, said in a warning line; or, at
+    `MIN_TILE`, an `OutOfMemory` saying what would free memory."""
+    if tile <= MIN_TILE:
+        advice = ["close other jobs on the GPU" if device.type == "cuda" else "close other programs"]
+        if count > 1:
+            advice.append(f"upscale fewer than {count} frames at once (--batch)")
+        if device.type == "cuda":
+            advice.append("run on the CPU (--device cpu)")
+        raise OutOfMemory(f"out of memory on {device} even at tile {tile}, the smallest; {' or '.join(advice)}")
+    smaller = max(tile // 2, MIN_TILE)
+    tqdm.write(f"warning: out of memory at tile {tile} on {device}; retrying at tile {smaller}", file=sys.stderr)
+    return smaller
+
+
+def _fill(gen: Generator, lr_imgs: np.ndarray, sr_imgs: np.ndarray, rt: Runtime, tile: int, progress: bool) -> None:
+    """Write `upscale_batch`'s output into `sr_imgs`, one forward per tile position."""
+    gray = lr_imgs.ndim == 3
+    scale, context = gen.scale, context_radius(gen)
+    height, width = lr_imgs.shape[1:3]
     luma = _LUMA.to(rt.device)[:, None, None]
     spans = [(ys, xs) for ys in tile_spans(height, tile) for xs in tile_spans(width, tile)]
     with torch.inference_mode():
@@ -98,11 +180,10 @@ def upscale_batch(
             rgb = core.float().clamp(0, 1).mul(255).round()  # (n, 3, (y1-y0)·s, (x1-x0)·s), integers 0..255
             pixels = (rgb * luma).sum(1).round() if gray else rgb.permute(0, 2, 3, 1)
             sr_imgs[:, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = pixels.to(torch.uint8).cpu().numpy()
-    return sr_imgs
 
 
 def upscale_image(
-    gen: Generator, lr_img: np.ndarray, rt: Runtime, *, tile: int = DEFAULT_TILE, progress: bool = False
+    gen: Generator, lr_img: np.ndarray, rt: Runtime, *, tile: int | Tile = DEFAULT_TILE, progress: bool = False
 ) -> np.ndarray:
     """uint8 (h, w, 3) RGB or (h, w) gray → uint8 (h·s, w·s[, 3]): `upscale_batch` of one image."""
     return upscale_batch(gen, lr_img[None], rt, tile=tile, progress=progress)[0]

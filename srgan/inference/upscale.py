@@ -35,7 +35,7 @@ from srgan.data.imageio import (
     write_picture,
 )
 from srgan.inference.limits import DEFAULT_MAX_OUTPUT_PIXELS, DEFAULT_TILE, check_max_output_pixels
-from srgan.inference.tiling import upscale_image
+from srgan.inference.tiling import OutOfMemory, Tile, default_tile, upscale_image
 from srgan.inference.video import (
     VIDEO_EXTENSIONS,
     VIDEO_MUXERS,
@@ -77,7 +77,7 @@ def upscale_file(
     job: Job,
     rt: Runtime,
     *,
-    tile: int = DEFAULT_TILE,
+    tile: int | Tile = DEFAULT_TILE,
     max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
     progress: bool = False,
 ) -> None:
@@ -111,7 +111,7 @@ def upscale_files(
     jobs: Sequence[Job],
     rt: Runtime,
     *,
-    tile: int = DEFAULT_TILE,
+    tile: int | None = None,
     max_output_pixels: int = DEFAULT_MAX_OUTPUT_PIXELS,
     video: VideoOptions = VideoOptions(),
     progress: bool = False,
@@ -120,23 +120,29 @@ def upscale_files(
     failed file to stderr and return how many failed. On Ctrl-C, say how many files were written
     (each output is complete or absent: writes are atomic) and how far a video had got.
     A `max_output_pixels` no memory here can hold, and bad video options, are one error before any
-    file is read, not one per file."""
+    file is read, not one per file.
+
+    `tile` None is `default_tile` for this device, asked once for the run; a tile halved when out
+    of memory stays halved for the files after."""
     check_max_output_pixels(max_output_pixels)
-    if any(is_video(job.source) for job in jobs):
+    videos = any(is_video(job.source) for job in jobs)
+    if videos:
         check_video_options(video)
+    run_tile = Tile(default_tile(gen, rt, frames=video.batch if videos else 1) if tile is None else tile)
     failed = written = 0
     try:
         for job in tqdm(jobs, desc="files", unit="file", disable=not progress or len(jobs) == 1, file=sys.stderr):
             try:
                 refuse_broken_link(job.source)  # images and videos alike
                 if is_video(job.source):
-                    upscale_video(gen, job.source, job.target, rt, options=video, tile=tile, progress=progress)
+                    upscale_video(gen, job.source, job.target, rt, options=video, tile=run_tile, progress=progress)
                 else:
-                    upscale_file(gen, job, rt, tile=tile, max_output_pixels=max_output_pixels, progress=progress)
+                    upscale_file(gen, job, rt, tile=run_tile, max_output_pixels=max_output_pixels, progress=progress)
                 written += 1
             except SrganError as err:
                 failed += 1
-                tqdm.write(f"error: {err}", file=sys.stderr)
+                named = f"{job.source}: {err}" if isinstance(err, OutOfMemory) else err  # the others name theirs
+                tqdm.write(f"error: {named}", file=sys.stderr)
     except KeyboardInterrupt as err:
         within = f" ({err})" if str(err) else ""
         raise KeyboardInterrupt(f"interrupted: {written} of {len(jobs)} {noun(jobs)} written{within}") from None

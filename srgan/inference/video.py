@@ -28,7 +28,7 @@ from srgan.core.atomic import atomic_path
 from srgan.core.errors import SrganError
 from srgan.core.runtime import Runtime
 from srgan.inference.limits import DEFAULT_TILE
-from srgan.inference.tiling import upscale_batch
+from srgan.inference.tiling import Tile, upscale_batch
 from srgan.models.networks import Generator
 
 # Containers the output can be written in, by extension (FFmpeg's muxer names): the ISO ones,
@@ -71,7 +71,7 @@ def upscale_video(
     rt: Runtime,
     *,
     options: VideoOptions = VideoOptions(),
-    tile: int = DEFAULT_TILE,
+    tile: int | Tile = DEFAULT_TILE,
     progress: bool = False,
 ) -> int:
     """Upscale every frame of `source` into `target`; return the number of frames written.
