@@ -22,13 +22,7 @@ from srgan.core.metrics import CONVENTIONS, DEFAULT_CONVENTION, convention
 
 # The commands import torch and their modules when they run, not here: `srgan --help` and argument
 # errors answer at once, and no command imports mlflow unless it loads a model URI.
-from srgan.inference.limits import (
-    DEFAULT_MAX_OUTPUT_PIXELS,
-    DEFAULT_TILE,
-    MAX_AUTO_TILE,
-    MIN_TILE,
-    check_max_output_pixels,
-)
+from srgan.inference.limits import DEFAULT_MAX_OUTPUT_PIXELS, MIN_TILE, TILE_HELP, check_max_output_pixels
 from srgan.models.zoo import DEFAULT_RELEASED, RELEASED
 
 DEFAULT_MODEL = DEFAULT_RELEASED  # works on a fresh clone: the generator shipped in srgan/models/weights/
@@ -284,9 +278,7 @@ def _add_upscale(commands: argparse._SubParsersAction) -> None:
         "--tile",
         type=_tile,
         default=None,
-        help=f"tile side in input pixels, at least {MIN_TILE}; bounds memory, not the result; halved when out of "
-        f"memory (default: {DEFAULT_TILE} on the CPU; on a GPU the largest power of two up to {MAX_AUTO_TILE} "
-        "that fits half its free memory)",
+        help=TILE_HELP,
     )
     up.add_argument(
         "--scale",

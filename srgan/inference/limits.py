@@ -12,6 +12,12 @@ MIN_TILE = 32
 # The largest tile chosen from a GPU's free memory: the context it recomputes already adds only
 # 16 % to the work ((1024 + 80)² / 1024² for the paper's model), so a bigger tile saves little.
 MAX_AUTO_TILE = 1024
+# `srgan upscale --tile`'s help: what the option bounds and how its default is chosen.
+TILE_HELP = (
+    f"tile side in input pixels, at least {MIN_TILE}; bounds memory, not the result; halved when out of memory "
+    f"(default: {DEFAULT_TILE} on the CPU; on a GPU the largest power of two up to {MAX_AUTO_TILE} that fits half "
+    "its free memory)"
+)
 DEFAULT_MAX_OUTPUT_PIXELS = 100_000_000  # a 3000×2000 photo at ×4 is 96 MP
 # An output pixel while it is written: 3 bytes in the uint8 array the tiles fill, 4 in the copy
 # Pillow encodes from (it keeps RGB as 4 bytes a pixel).
