@@ -49,7 +49,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from srgan.core.runtime import Runtime, auto_precision, cpu_name
 from srgan.data.batches import to_float
 from srgan.models.networks import Discriminator, Generator
-from srgan.training.distributed import wrap
 from srgan.training.loop import LoopState
 from srgan.training.losses import ContentLoss, GeneratorLoss, adversarial_loss, discriminator_loss
 from srgan.training.resume import save
@@ -214,19 +213,24 @@ def pipeline_step(
     cudnn_benchmark: bool = False,
 ) -> Step:
     """The pipeline's own step: srgan.training.steps' functions, set up as pretrain/train_gan do
-    (`wrap` gives the trained modules, compiled when `compile_mode` is set, as
-    `runtime.compile` does); cuDNN's benchmark mode on for this variant's steps only when
-    `cudnn_benchmark`."""
-    rt = Runtime(device, auto_precision(device), compile=compile_mode is not None)
+    (the trained modules compiled when `compile_mode` is set, as `runtime.compile` does in
+    `srgan.training.distributed.wrap`); cuDNN's benchmark mode on for this variant's steps only
+    when `cudnn_benchmark`."""
+    rt = Runtime(device, auto_precision(device))
     gen, disc = _models(work)
     gen = gen.to(device, memory_format=torch.channels_last)
     opt_g = adam(gen, LEARNING_RATE)
     batches = _on(_batches(work), device)
+
+    def trained(module: nn.Module) -> nn.Module:
+        # What `wrap` gives one process: the module, compiled under runtime.compile (here in `compile_mode`).
+        return torch.compile(module, mode=compile_mode) if compile_mode is not None else module
+
     if compile_mode is not None:
         # A fresh Dynamo state: an earlier compile of Generator.forward at another shape would
         # otherwise make this one compile with dynamic shapes.
         torch._dynamo.reset()
-    trained_gen = torch.compile(gen, mode=compile_mode) if compile_mode is not None else wrap(gen, rt)
+    trained_gen = trained(gen)
 
     def benchmark_mode(step: Step) -> Step:
         def run() -> None:
@@ -245,7 +249,7 @@ def pipeline_step(
 
     assert content_loss is not None, "an SRGAN workload needs its content loss"
     disc = disc.to(device, memory_format=torch.channels_last)
-    trained_disc = torch.compile(disc, mode=compile_mode) if compile_mode is not None else wrap(disc, rt)
+    trained_disc = trained(disc)
     opt_d = adam(disc, LEARNING_RATE)
     (lr_d, hr_d), (lr_g, hr_g) = batches
     # The paper's objective, as the reference computes it; channels_last as train_gan has it.

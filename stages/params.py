@@ -36,7 +36,8 @@ def main() -> None:
     patience_s()  # a malformed $SRGAN_TRACKING_PATIENCE_S stops here, not hours into training
     check_server(tracking_uri())
     check_architecture(params.model.arch)
-    resolve_device(params.runtime.device)  # cuda asked for and not usable: one line, before any out goes
+    if params.runtime.device == "cuda":  # auto and cpu need no GPU: no CUDA start-up here for them
+        resolve_device("cuda")  # not usable: one line with torch's reason, before any out goes
     load_start(params.pretrain.init, params_config(params))  # a missing, damaged or misfit start stops here
     write_text(args.stamp, "params.yaml: every key known, every value valid\n")
 

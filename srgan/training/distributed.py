@@ -128,23 +128,18 @@ def identical_parameters(modules: list[torch.nn.Module], rt: Runtime) -> bool:
     would drift apart on each rank unnoticed, and only rank 0's copy is written. (BatchNorm's
     running statistics are buffers, not parameters: each rank's follow its own batches between
     DDP's broadcasts, and rank 0's are the ones written.)"""
+    return agree(torch.cat([p.detach().float().flatten() for m in modules for p in m.parameters()]), rt)
+
+
+def agree(values: torch.Tensor, rt: Runtime) -> bool:
+    """Whether every process holds the same `values`, element for element (True in a single
+    process): their minimum and maximum over the processes are equal."""
     if rt.world_size == 1:
         return True
-    flat = torch.cat([p.detach().float().flatten() for m in modules for p in m.parameters()])
-    low, high = flat.clone(), flat.clone()
+    low, high = (values.to(rt.device, copy=True) for _ in range(2))
     dist.all_reduce(low, op=dist.ReduceOp.MIN)
     dist.all_reduce(high, op=dist.ReduceOp.MAX)
     return bool(torch.equal(low, high))
-
-
-def agree(value: int, rt: Runtime) -> bool:
-    """Whether every process holds the same `value` (True in a single process)."""
-    if rt.world_size == 1:
-        return True
-    low, high = torch.tensor([value], device=rt.device), torch.tensor([-value], device=rt.device)
-    dist.all_reduce(low, op=dist.ReduceOp.MIN)
-    dist.all_reduce(high, op=dist.ReduceOp.MIN)
-    return low.item() == -high.item()
 
 
 def sync_batchnorm(module: torch.nn.Module, rt: Runtime) -> torch.nn.Module:

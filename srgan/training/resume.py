@@ -71,7 +71,7 @@ def resume(
             saved["step"], saved["curves"], saved["validation"], saved.get("mlflow_run_id", ""), saved.get("unsent", [])
         )
         print(f"{name}: resuming from step {state.step} ({path})", file=sys.stderr)
-    if not distributed.agree(state.step, rt):
+    if not distributed.agree(torch.tensor([state.step]), rt):
         raise SrganError(
             f"{name}: the processes found different checkpoints at {path} (rank {rt.rank} "
             f"starts at step {state.step}); across machines, put the project's .cache on a shared filesystem, "
