@@ -55,5 +55,8 @@ PAPER_EXTRA ?=
 paper: $(STAMP)
 	$(RUN) dvc exp run -n paper $(PAPER) $(PAPER_EXTRA)
 
+# MLflow's UI on ./mlflow.db; it prints the address of the run list once it answers. PORT chooses
+# the port (a busy one is refused in one line).
+PORT ?= 5000
 ui: $(STAMP)
-	$(RUN) mlflow ui --backend-store-uri "sqlite:///$(CURDIR)/mlflow.db"
+	$(RUN) srgan ui --port $(PORT)

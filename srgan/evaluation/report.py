@@ -89,7 +89,6 @@ def results_markdown(results: dict[str, SetResults], conv: Convention, notes: Se
     """The reference slides' table per set (one row per metric, one column per model, and HR's
     no-reference scores), the paper's rows where it has the set, the trade-off in one sentence, and
     the plot."""
-    columns = [*MODELS, "hr"]
     lines = [
         "# Results",
         "",
@@ -100,20 +99,7 @@ def results_markdown(results: dict[str, SetResults], conv: Convention, notes: Se
         "",
     ]
     lines += [f"- {note}" for note in notes]
-    for name, result in results.items():
-        lines += [
-            "",
-            f"## {name} ({result.images} image{'s' * (result.images != 1)})",
-            "",
-            "| metric | " + " | ".join([*(MODEL_LABELS[m] for m in MODELS), "HR"]) + " |",
-            "|---|" + "---:|" * len(columns),
-        ]
-        lines += [_metric_row(metric, result) for metric in METRICS]
-        if name in PAPER:
-            paper = PAPER[name]
-            lines.append("| paper PSNR | " + " | ".join(f"{paper[m][0]:.2f}" for m in MODELS) + " | |")
-            lines.append("| paper SSIM | " + " | ".join(f"{paper[m][1]:.4f}" for m in MODELS) + " | |")
-        lines += ["", trade_off(result)]
+    lines += _set_tables(results)
     if any(name in PAPER for name in results):
         lines += [
             "",
@@ -127,6 +113,39 @@ def results_markdown(results: dict[str, SetResults], conv: Convention, notes: Se
         "",
         "Perception–distortion: PSNR against each perceptual metric per model (one row of panels per metric), "
         "HR's NIQE as the dashed line. Better is right (PSNR) and down (LPIPS, NIQE).",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _set_tables(results: dict[str, SetResults]) -> list[str]:
+    """Markdown lines: per set, its table (one row per metric, one column per model and HR's
+    no-reference scores), the paper's rows where it has the set, and the trade-off sentence."""
+    lines = []
+    for name, result in results.items():
+        lines += [
+            "",
+            f"## {name} ({result.images} image{'s' * (result.images != 1)})",
+            "",
+            "| metric | " + " | ".join([*(MODEL_LABELS[m] for m in MODELS), "HR"]) + " |",
+            "|---|" + "---:|" * (len(MODELS) + 1),
+        ]
+        lines += [_metric_row(metric, result) for metric in METRICS]
+        if name in PAPER:
+            paper = PAPER[name]
+            lines.append("| paper PSNR | " + " | ".join(f"{paper[m][0]:.2f}" for m in MODELS) + " | |")
+            lines.append("| paper SSIM | " + " | ".join(f"{paper[m][1]:.4f}" for m in MODELS) + " | |")
+        lines += ["", trade_off(result)]
+    return lines
+
+
+def run_description(results: dict[str, SetResults], conv: Convention) -> str:
+    """The evaluate run's description in the MLflow UI (Markdown): the convention and each set's
+    table, where the run's page opens, instead of 16 flat metrics; results.md has the rest."""
+    lines = [f"Metric convention: {conv.describe()}. ↑: higher is better, ↓: lower is better.", *_set_tables(results)]
+    lines += [
+        "",
+        "How this run differs from the paper, and the figures: `results.md` in Artifacts; "
+        "every image's scores: `scores.json`.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -22,14 +22,14 @@ from srgan.core.errors import SrganError
 from srgan.core.provenance import git_commit, process_alive
 from srgan.core.runtime import project_root
 from srgan.tracking.outbox import Outbox
-from srgan.tracking.remote import check_server, is_server, patience_s, tracking_uri
-from srgan.tracking.store import find_experiment, retry, transient, use_store
+from srgan.tracking.remote import patience_s
+from srgan.tracking.store import find_experiment, open_store, retry, transient
 from srgan.tracking.tracker import Disabled, Tracker, deliver
 
 
 def _end_runs_of_dead_processes(experiment_id: str) -> None:
     """Mark KILLED the RUNNING runs that a process on this host started and that died without
-    ending them (SIGKILL, OOM, power loss), so `mlflow ui` does not show them running forever."""
+    ending them (SIGKILL, OOM, power loss), so `make ui` does not show them running forever."""
     client = MlflowClient()
     host = socket.gethostname()
     running = retry(
@@ -110,15 +110,8 @@ def stage_run(
 
 def _start_run(stage: str, resume: str | None, system_metrics: bool) -> tuple[mlflow.ActiveRun, dict[str, str]]:
     """Start a new run of `stage`, or reopen `resume` if it is still usable; return it and the
-    params it already holds. A tracking server is asked first, with a short timeout, and its HTTP
-    calls are not retried by MLflow itself (minutes of back-off per call): `retry` retries them
-    for as long as `$SRGAN_TRACKING_PATIENCE_S`."""
-    uri = tracking_uri()
-    check_server(uri)
-    if is_server(uri):
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    use_store(uri)
+    params it already holds (`open_store` asks a tracking server first)."""
+    open_store()
     experiment_id = retry(find_experiment)
     _end_runs_of_dead_processes(experiment_id)
     tags = {
@@ -134,11 +127,18 @@ def _start_run(stage: str, resume: str | None, system_metrics: bool) -> tuple[ml
     if logged is None:
         run = retry(
             lambda: mlflow.start_run(
-                experiment_id=experiment_id, run_name=stage, tags=tags, log_system_metrics=system_metrics
+                experiment_id=experiment_id, run_name=run_name(tags), tags=tags, log_system_metrics=system_metrics
             )
         )
         return run, {}
     return retry(lambda: mlflow.start_run(run_id=resume, tags=tags, log_system_metrics=system_metrics)), logged
+
+
+def run_name(tags: dict[str, str]) -> str:
+    """What the UI's run list shows: stage · `dvc exp` name (or `workspace`) · short commit, e.g.
+    `train · no-adv · 21ab5cb`, so runs of one stage in different experiments differ at a glance.
+    Given when the run starts; a resumed execution reopens the run and keeps it."""
+    return " · ".join((tags["stage"], tags["dvc_exp"] or "workspace", tags["git_commit"][:7]))
 
 
 def _last_logged_step(run_id: str) -> int:

@@ -25,9 +25,21 @@ from mlflow.tracking import MlflowClient
 
 from srgan.core.errors import SrganError
 from srgan.core.runtime import project_root
-from srgan.tracking.remote import EXPERIMENT, PATIENCE_ENV, patience_s, refusal, shown, tracking_uri
+from srgan.tracking.remote import (
+    EXPERIMENT,
+    PATIENCE_ENV,
+    check_server,
+    is_server,
+    patience_s,
+    refusal,
+    shown,
+    tracking_uri,
+)
 
 REGISTERED_MODEL = "srgan-generator"  # the train stage registers a version per run
+# MLflow's record of an experiment's kind (its UI writes the same tag when a user picks one).
+# MLflow 3.17's UI chooses its pages from a URL parameter instead (`srgan.tracking.ui.runs_url`).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # MLflow logs a dataset by looking for its row, then inserting it: two runs logging one dataset at
 # once (queued experiments) both insert, and the second breaks the unique key; tried again, it finds
 # the row. sqlite's and PostgreSQL's words, as a local store raises them or a server relays them.
@@ -56,6 +68,21 @@ def use_store(uri: str) -> None:
             finally:
                 temporary.unlink(missing_ok=True)
     mlflow.set_tracking_uri(uri)
+
+
+def open_store(uri: str | None = None) -> str:
+    """Point mlflow at `uri` (default `tracking_uri()`) for a command that reads or writes runs,
+    and return it. A tracking server is asked first, with a short timeout (`check_server`): down,
+    mistyped or refusing the login, it is one line within seconds. Its HTTP calls are then not
+    retried by MLflow itself (minutes of back-off per call, silent): `retry` retries a stage's
+    calls for as long as `$SRGAN_TRACKING_PATIENCE_S`."""
+    uri = uri or tracking_uri()
+    check_server(uri)
+    if is_server(uri):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    use_store(uri)
+    return uri
 
 
 def retry(call: Callable[[], T]) -> T:
@@ -113,15 +140,20 @@ def first_line(err: Exception) -> str:
 
 
 def find_experiment() -> str:
+    """The id of experiment `srgan`, created if absent, and marked as model training
+    (`EXPERIMENT_KIND`), also when a store made before that mark holds it."""
     client = MlflowClient()
     experiment = client.get_experiment_by_name(EXPERIMENT)
     if experiment is not None:
+        for key, value in EXPERIMENT_KIND.items():
+            if experiment.tags.get(key) != value:
+                client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
     # A local store keeps the artifacts beside it (<root>/mlruns); a tracking server chooses their
     # place itself (mlflow-artifacts:/, proxied, when it serves them), readable from every machine.
     remote = urlparse(tracking_uri()).scheme in ("http", "https")
     location = None if remote else (project_root() / "mlruns").as_uri()
     try:
-        return client.create_experiment(EXPERIMENT, artifact_location=location)
+        return client.create_experiment(EXPERIMENT, artifact_location=location, tags=EXPERIMENT_KIND)
     except Exception:  # noqa: BLE001 - another process created it first
         return client.get_experiment_by_name(EXPERIMENT).experiment_id

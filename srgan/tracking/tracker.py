@@ -104,8 +104,20 @@ class Tracker:
     def log_params(self, params: dict[str, Any]) -> None:
         retry(lambda: mlflow.log_params(params))
 
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        retry(lambda: mlflow.log_artifact(str(path), artifact_path))
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        """A file, or a folder's files, under `artifact_path` (the artifacts' root if None)."""
+        log = mlflow.log_artifacts if path.is_dir() else mlflow.log_artifact
+        retry(lambda: log(str(path), artifact_path))
+
+    def log_figure(self, image: np.ndarray, artifact_file: str) -> None:
+        """`image`: uint8 (H, W, 3) RGB, as the file `artifact_file`, with no step. The UI's compare
+        view lines up the files that the compared runs hold at the same path at the artifacts'
+        root; `log_image` names its files by time and id, so only a fixed name is comparable."""
+        retry(lambda: mlflow.log_image(image, artifact_file=artifact_file))
+
+    def describe(self, markdown: str) -> None:
+        """The run's description, rendered as Markdown at the top of its page in the UI."""
+        self.set_tags({"mlflow.note.content": markdown})
 
     def log_table(self, table: dict[str, list[Any]] | pd.DataFrame, artifact_file: str) -> None:
         """A table the MLflow UI can sort and filter (a DataFrame, or columns by name)."""
@@ -240,7 +252,8 @@ class Disabled(Tracker):
     def resend(self, items: list[Item]) -> None: ...
     def log_params(self, params: dict[str, Any]) -> None: ...
     def log_image(self, image: np.ndarray, key: str, step: int) -> None: ...
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+    def log_figure(self, image: np.ndarray, artifact_file: str) -> None: ...
     def log_table(self, table: dict[str, list[Any]] | pd.DataFrame, artifact_file: str) -> None: ...
     def set_tags(self, tags: dict[str, str]) -> None: ...
     def log_dataset(self, name: str, path: Path, digest: str, context: str) -> None: ...

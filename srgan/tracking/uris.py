@@ -1,5 +1,6 @@
 """Generators logged to MLflow, loaded by URI (`runs:/…`, `models:/…`) for `srgan upscale`,
-`srgan export` and `pretrain.init`, with one-line errors instead of MLflow's tracebacks."""
+`srgan eval`, `srgan export` and `pretrain.init`, with one-line errors instead of MLflow's
+tracebacks, and within seconds, not minutes, when the tracking server does not answer."""
 
 from __future__ import annotations
 
@@ -12,8 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from srgan.core.errors import SrganError
 from srgan.core.runtime import project_root
-from srgan.tracking.remote import tracking_uri
-from srgan.tracking.store import retry, use_store
+from srgan.tracking.store import open_store, retry
 
 
 def require_store(what: str = "") -> None:
@@ -35,9 +35,8 @@ def load_generator_from_uri(model_uri: str) -> torch.nn.Module:
     project's `mlflow.db` in the working directory: if there is none, the URI is refused before
     MLflow would create an empty store there.
     """
-    require_store(model_uri)
-    use_store(tracking_uri())
-    hint = "check the run id or version (`mlflow ui` lists them)"
+    _open_store_for(model_uri)
+    hint = "check the run id or version (`make ui` and `srgan registry list` list them)"
     try:
         return mlflow.pytorch.load_model(model_uri, map_location="cpu")
     except (MlflowException, OSError) as err:
@@ -53,10 +52,21 @@ def source_run_id(model_uri: str) -> str:
         return model_uri[len("runs:/") :].split("/")[0]
     if not model_uri.startswith("models:/"):
         return ""
-    use_store(tracking_uri())
+    _open_store_for(model_uri)
     name, _, rest = model_uri[len("models:/") :].partition("/")
     client = MlflowClient()
     if "@" in name:
         name, alias = name.split("@", 1)
         return retry(lambda: client.get_model_version_by_alias(name, alias)).run_id
     return retry(lambda: client.get_model_version(name, rest.split("/")[0])).run_id
+
+
+def _open_store_for(model_uri: str) -> None:
+    """Open the store that holds `model_uri` (`open_store`): a missing local store, or a tracking
+    server that is down, mistyped or refuses the login, is one line naming the model URI and the
+    server, within seconds; MLflow's own HTTP retries would hang silently for minutes."""
+    require_store(model_uri)
+    try:
+        open_store()
+    except SrganError as err:
+        raise SrganError(f"{model_uri}: {err}") from None

@@ -44,6 +44,7 @@ from srgan.training.steps import (
 
 ValPairs = tuple[torch.Tensor, torch.Tensor]  # uint8 LR (N, 3, h, w), HR (N, 3, H, W)
 Batch = tuple[torch.Tensor, torch.Tensor]  # LR (N, 3, h, w), HR (N, 3, H, W): float RGB in [0, 1] on the device
+VALIDATION_FIGURE = "validation.png"  # the last validation grid, at the run's artifact root
 
 
 @dataclass(frozen=True)
@@ -237,7 +238,9 @@ class TrainingJob:
         if not self.lead:
             return dict.fromkeys(VALIDATION, float("nan"))
         scores, grid = validate(self.stage.generator, *self.val, self.params.scale, self.rt)
-        tracker.log_image(grid, key="validation", step=step)
+        tracker.log_image(grid, key="validation", step=step)  # the step slider
+        if step == self.section.steps:  # the last grid, by a name every training run shares
+            tracker.log_figure(grid, VALIDATION_FIGURE)
         return scores
 
 
