@@ -230,10 +230,17 @@ def test_a_second_make_ui_on_the_same_port_is_one_line_and_a_failure(ui: Ui) -> 
     assert "Traceback" not in second.stderr
 
 
-def test_srgan_ui_without_a_store_says_so_in_one_line(tmp_path: Path) -> None:
-    out = run([str(BIN / "srgan"), "ui", "--port", str(free_port())], tmp_path, check=False, timeout=60)
+def test_srgan_ui_without_a_store_or_on_a_tracking_server_says_so_in_one_line(tmp_path: Path) -> None:
+    srgan_ui = [str(BIN / "srgan"), "ui", "--port", str(free_port())]
+    out = run(srgan_ui, tmp_path, check=False, timeout=60)
     assert out.returncode == 2
     assert out.stderr.strip() == (
         f"error: {tmp_path.resolve() / 'mlflow.db'}: no MLflow store yet; `make repro` (or any stage) creates it"
+    )
+    server = run(srgan_ui, tmp_path, check=False, timeout=60, env={"MLFLOW_TRACKING_URI": "http://alice:pw@team:5000"})
+    assert server.returncode == 2
+    assert server.stderr.strip() == (
+        "error: http://alice:***@team:5000: the runs are on this tracking server (MLFLOW_TRACKING_URI), whose own "
+        f"UI shows them; unset MLFLOW_TRACKING_URI for {tmp_path.resolve() / 'mlflow.db'}"
     )
     assert not (tmp_path / "mlflow.db").exists()

@@ -13,11 +13,13 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import requests
 
 from srgan.core.errors import SrganError
 from srgan.core.runtime import project_root
+from srgan.tracking.remote import is_server, shown, tracking_uri
 from srgan.tracking.store import find_experiment, use_store
 
 START_TIMEOUT_S = 120.0  # MLflow's server takes a few seconds to start on 2 cores
@@ -43,12 +45,18 @@ def check_port(host: str, port: int) -> None:
 
 
 def serve_ui(host: str, port: int) -> None:
-    """Serve MLflow's UI on `<root>/mlflow.db` until Ctrl-C, printing the run list's address once
-    the server answers."""
-    store = project_root() / "mlflow.db"
-    if not store.is_file():
+    """Serve MLflow's UI on the store the stages log to (`<root>/mlflow.db` unless
+    `$MLFLOW_TRACKING_URI` names another) until Ctrl-C, printing the run list's address once the
+    server answers. A tracking server has its own UI: it is named instead."""
+    uri = tracking_uri()
+    if is_server(uri):
+        raise SrganError(
+            f"{shown(uri)}: the runs are on this tracking server (MLFLOW_TRACKING_URI), whose own UI shows "
+            f"them; unset MLFLOW_TRACKING_URI for {project_root() / 'mlflow.db'}"
+        )
+    store = Path(uri.removeprefix("sqlite:///"))
+    if uri.startswith("sqlite:///") and not store.is_file():
         raise SrganError(f"{store}: no MLflow store yet; `make repro` (or any stage) creates it")
-    uri = f"sqlite:///{store}"
     use_store(uri)
     experiment_id = find_experiment()  # marked as model training, also in a store made before the mark
     check_port(host, port)
@@ -58,7 +66,8 @@ def serve_ui(host: str, port: int) -> None:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         _wait_until_up(server, host, port)
-        print(f"MLflow UI: {runs_url(host, port, experiment_id)} (the runs of {store}; Ctrl-C stops it)", flush=True)
+        address = runs_url(host, port, experiment_id)
+        print(f"MLflow UI: {address} (the runs of {shown(uri)}; Ctrl-C stops it)", flush=True)
         server.wait()
     except KeyboardInterrupt:
         # Ctrl-C reached the whole process group, the server included: let it finish its exit.
