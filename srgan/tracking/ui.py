@@ -61,6 +61,7 @@ def serve_ui(host: str, port: int) -> None:
     experiment_id = find_experiment()  # marked as model training, also in a store made before the mark
     check_port(host, port)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)]
+    command += ["--uvicorn-opts", "--log-level warning"]  # not a line per request the browser makes
     server = subprocess.Popen(command)
     # `kill` (SIGTERM) ends this process through the `finally` below, which stops the server too.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
