@@ -42,9 +42,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def give_back_the_cores() -> Iterator[None]:
     pool = torch.get_num_threads()
     yield
-    if threads._share is not None:
-        threads._share.release()
-        threads._share = None
+    threads.release()
     torch.set_num_threads(pool)  # a test's `runtime.threads` does not carry over to the next
 
 

@@ -144,6 +144,13 @@ def test_evaluate_train_and_pretrain_are_linked_and_the_generator_is_registered(
 
     (version,) = client.search_model_versions(f"run_id = '{train.info.run_id}'")
     assert version.name == "srgan-generator"
+    # The version is the image model (encoded images in, PNG out); the run also holds the tensor model.
+    logged = {
+        model.name: model
+        for model in client.search_logged_models([train.info.experiment_id])
+        if model.source_run_id == train.info.run_id
+    }
+    assert version.source == f"models:/{logged['upscaler'].model_id}" and set(logged) == {"upscaler", "generator"}
     assert version.tags["git_commit"] == train.data.tags["git_commit"] and version.tags["dvc_exp"] == ""
     # The scores of the evaluate run that measured this version (the workspace's metrics.json may
     # already hold a later experiment's).

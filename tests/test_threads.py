@@ -124,3 +124,21 @@ def test_srgan_threads_option_names_what_it_takes(tmp_path: Path, value: str, wo
     )
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == f"srgan upscale: error: argument --threads: {words}"
+
+
+def test_computing_claims_a_share_for_the_work_only_and_keeps_a_share_already_held(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A model server's worker counts as a job only while it computes an image; in a stage (which
+    holds a share) the same code leaves the stage's share and its setting as they were."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    monkeypatch.setattr("tempfile.tempdir", None)  # re-read TMPDIR
+    assert threads._share is None and threads.live_jobs() == 0
+    with threads.computing() as share:
+        assert threads.live_jobs() == 1 and share.setting == "auto"
+    assert threads._share is None and threads.live_jobs() == 0
+
+    stage = threads.claim(1)
+    with threads.computing() as share:
+        assert share is stage and threads.live_jobs() == 1
+    assert threads._share is stage and stage.setting == 1 and threads.live_jobs() == 1

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from srgan.cli import main
 from srgan.core.errors import SrganError
+from srgan.inference.service import ImageService, TensorService
 from srgan.models.checkpoint import generator_config, save_generator
 from srgan.models.networks import Generator
 from srgan.tracking.remote import check_server, patience_s
@@ -118,11 +119,12 @@ def test_registry_prune_keeps_the_newest_and_every_version_still_pointed_at(
     for index in range(6):
         torch.manual_seed(index)
         gen = Generator(scale=4, blocks=1, channels=4)
+        written = tmp_path / ("models/srgan.pt" if index == 0 else f"gen{index}.pt")
+        save_generator(written, gen, generator_config(4, 1, 4, False))
         with stage_run("train", {}) as tracker:
-            tracker.register_generator(tracker.log_generator(gen))
+            tracker.register_generator(tracker.log_generator(written, ImageService, TensorService))
             if index == 0:
-                save_generator(tmp_path / "models" / "srgan.pt", gen, generator_config(4, 1, 4, False))
-                tracker.record_output(tmp_path / "models" / "srgan.pt")
+                tracker.record_output(written)
             run_ids.append(tracker.run_id)
     with stage_run("evaluate", {}) as tracker:
         tracker.set_tags({"lineage.srgan_run_id": run_ids[2]})

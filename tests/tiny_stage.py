@@ -1,4 +1,5 @@
-"""A tiny training project (random shards, tiny models) and a way to run its stage scripts."""
+"""A tiny training project (random shards, tiny models), a way to run its stage scripts, and a
+tiny random-weight generator."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+from torch import nn
+
+from srgan.models.networks import Generator
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_PARAMS = """
@@ -76,3 +81,15 @@ TRAIN = (
     "--curves",
     "reports/plots/train.csv",
 )
+
+
+def random_generator(bicubic_skip: bool, seed: int = 0, blocks: int = 2) -> Generator:
+    """A tiny random-weight ×4 generator (8 channels) in eval mode, BN statistics not the identity."""
+    torch.manual_seed(seed)
+    gen = Generator(scale=4, blocks=blocks, channels=8, bicubic_skip=bicubic_skip)
+    with torch.no_grad():
+        for module in gen.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.2, 0.2)
+                module.running_var.uniform_(0.5, 2.0)
+    return gen.eval()

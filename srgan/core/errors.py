@@ -19,6 +19,15 @@ class SrganError(Exception):
     """An expected, user-facing failure; its message is the whole explanation."""
 
 
+class Refused(SrganError):
+    """A request a served model will not answer; `status` is the HTTP status it deserves: 400
+    (the request's fault), 503 (out of memory), 504 (past the server's time limit)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def exit_on_error(main: F) -> F:
     """Wrap an entry point so a `SrganError` prints one line and exits with status 2, and Ctrl-C
     prints one line and exits with 130 (128 + SIGINT, as shells report it).

@@ -24,6 +24,8 @@ import os
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 RECHECK_SECONDS = 1.0
@@ -115,3 +117,26 @@ def claim(setting: int | str) -> Share:
     else:
         _share._set(int(setting))
     return _share
+
+
+@contextmanager
+def computing(setting: int | str = "auto") -> Iterator[Share]:
+    """This process's share for one piece of work: claimed for it and given back after, so that a
+    long-lived process that is mostly idle (a model server's worker) leaves the cores to others
+    between pieces; a process that already holds a share (a stage) keeps it as it is."""
+    if _share is not None:
+        yield _share
+        return
+    share = claim(setting)
+    try:
+        yield share
+    finally:
+        release()
+
+
+def release() -> None:
+    """Give this process's share back, if it holds one: it computes no more."""
+    global _share
+    if _share is not None:
+        _share.release()
+        _share = None

@@ -1,22 +1,12 @@
-"""Formats people deploy: `srgan export` writes ONNX; MLflow serves the logged model as it is.
+"""`srgan export`: the generator as ONNX, for runtimes other than PyTorch. (MLflow serves the
+models the training stages log as they are: `srgan.tracking.serving`.)
 
-MLflow: the generator that the training stages log (`Tracker.log_generator`, a pickled module
-with a (-1, 3, -1, -1) float32 tensor signature) is served by MLflow's own server,
-
-    mlflow models serve -m <model URI> --env-manager local -h 127.0.0.1 -p 5000
-
-and answers `POST /invocations` (Content-Type: application/json) carrying
-`{"inputs": [[[[r, ...], ...], [[g, ...], ...], [[b, ...], ...]]]}`, float32 (1, 3, h, w) RGB in
-[0, 1], with `{"predictions": [...]}`, float32 (1, 3, h·s, w·s), unclamped: clamp to [0, 1] and
-round ×255 to get the pixels `srgan upscale` writes (tests/test_export_serve.py checks they agree).
-Whole-image inference, so the server's memory grows with the image; `srgan upscale` tiles.
-
-ONNX: the graph takes `lr_img`, float32 (N, 3, h, w) RGB in [0, 1], and returns `sr_img`, float32
-(N, 3, h·s, w·s), unclamped like `Generator.forward` and the MLflow-logged model (callers clamp
-to [0, 1]). Batch, height and width are dynamic. Exported by the TorchScript-based exporter
-(`dynamo=False`) at opset 17: it needs neither `onnx` nor `onnxscript` at export time, and traces
-this convolutional model (bicubic skip included, as a `Resize` op) without the torch.export
-machinery; onnxruntime agrees with PyTorch to 1e-4 (tests/test_export_serve.py).
+The ONNX graph takes `lr_img`, float32 (N, 3, h, w) RGB in [0, 1], and returns `sr_img`, float32
+(N, 3, h·s, w·s), unclamped like `Generator.forward` (callers clamp to [0, 1]). Batch, height
+and width are dynamic. Exported by the TorchScript-based exporter (`dynamo=False`) at opset 17:
+it needs neither `onnx` nor `onnxscript` at export time, and traces this convolutional model
+(bicubic skip included, as a `Resize` op) without the torch.export machinery; onnxruntime agrees
+with PyTorch to 1e-4 (tests/test_export.py).
 """
 
 from __future__ import annotations

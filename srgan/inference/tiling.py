@@ -16,7 +16,9 @@ as with that smaller tile given. `srgan upscale` without `--tile` runs `default_
 
 from __future__ import annotations
 
+import math
 import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,6 +77,11 @@ class Tile:
     side: int
 
 
+class TimedOut(SrganError):
+    """The caller's deadline passed between two tiles: a server whose client has been answered
+    "timed out" stops computing an image no one will receive."""
+
+
 class OutOfMemory(SrganError):
     """Out of memory even at `MIN_TILE`. Its message names no file (tiles do not know theirs):
     `srgan.inference.upscale.upscale_files` adds the one it was upscaling."""
@@ -102,7 +109,13 @@ def default_tile(gen: Generator, rt: Runtime, frames: int = 1) -> int:
 
 
 def upscale_batch(
-    gen: Generator, lr_imgs: np.ndarray, rt: Runtime, *, tile: int | Tile = DEFAULT_TILE, progress: bool = False
+    gen: Generator,
+    lr_imgs: np.ndarray,
+    rt: Runtime,
+    *,
+    tile: int | Tile = DEFAULT_TILE,
+    progress: bool = False,
+    deadline: float = math.inf,
 ) -> np.ndarray:
     """uint8 (n, h, w, 3) RGB or (n, h, w) gray → uint8 (n, h·s, w·s[, 3]), tile by tile.
 
@@ -114,6 +127,7 @@ def upscale_batch(
 
     A forward out of memory starts the batch over at half the tile (a `Tile` keeps the halved side
     for the caller's next batches), with a warning line; at `MIN_TILE` it is an `OutOfMemory`.
+    Past `deadline` (`time.monotonic()`), the next tile raises `TimedOut` instead of running.
     """
     current = tile if isinstance(tile, Tile) else Tile(tile)
     count, height, width = lr_imgs.shape[:3]
@@ -121,7 +135,7 @@ def upscale_batch(
     sr_imgs = np.empty((count, height * gen.scale, width * gen.scale, *lr_imgs.shape[3:]), dtype=np.uint8)
     while True:
         try:
-            _fill(gen, lr_imgs, sr_imgs, rt, current.side, progress)
+            _fill(gen, lr_imgs, sr_imgs, rt, current.side, progress, deadline)
             return sr_imgs
         except RuntimeError as err:  # torch.OutOfMemoryError is one
             if not _out_of_memory(err):
@@ -152,7 +166,9 @@ def _halved(tile: int, device: torch.device, count: int) -> int:
     return smaller
 
 
-def _fill(gen: Generator, lr_imgs: np.ndarray, sr_imgs: np.ndarray, rt: Runtime, tile: int, progress: bool) -> None:
+def _fill(
+    gen: Generator, lr_imgs: np.ndarray, sr_imgs: np.ndarray, rt: Runtime, tile: int, progress: bool, deadline: float
+) -> None:
     """Write `upscale_batch`'s output into `sr_imgs`, one forward per tile position."""
     gray = lr_imgs.ndim == 3
     scale, context = gen.scale, context_radius(gen)
@@ -163,6 +179,8 @@ def _fill(gen: Generator, lr_imgs: np.ndarray, sr_imgs: np.ndarray, rt: Runtime,
         for (y0, y1), (x0, x1) in tqdm(
             spans, desc="tiles", unit="tile", leave=False, disable=not progress, file=sys.stderr
         ):
+            if time.monotonic() > deadline:
+                raise TimedOut(f"not finished within its time limit ({len(spans)} tiles of {tile} px)")
             rt.rebalance()  # another srgan process may have started or ended (runtime.threads auto)
             # The core plus its context, clipped at the image border where the model zero-pads anyway.
             cy0, cy1, cx0, cx1 = (
@@ -183,7 +201,13 @@ def _fill(gen: Generator, lr_imgs: np.ndarray, sr_imgs: np.ndarray, rt: Runtime,
 
 
 def upscale_image(
-    gen: Generator, lr_img: np.ndarray, rt: Runtime, *, tile: int | Tile = DEFAULT_TILE, progress: bool = False
+    gen: Generator,
+    lr_img: np.ndarray,
+    rt: Runtime,
+    *,
+    tile: int | Tile = DEFAULT_TILE,
+    progress: bool = False,
+    deadline: float = math.inf,
 ) -> np.ndarray:
     """uint8 (h, w, 3) RGB or (h, w) gray → uint8 (h·s, w·s[, 3]): `upscale_batch` of one image."""
-    return upscale_batch(gen, lr_img[None], rt, tile=tile, progress=progress)[0]
+    return upscale_batch(gen, lr_img[None], rt, tile=tile, progress=progress, deadline=deadline)[0]

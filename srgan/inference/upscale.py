@@ -9,6 +9,7 @@ writing (formats, alpha, atomic replacement) are `srgan.data.imageio`'s.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -27,6 +28,8 @@ from srgan.data.imageio import (
     Picture,
     check_writable,
     decode,
+    decode_bytes,
+    encode_png,
     is_broken_link,
     is_image,
     output_format,
@@ -68,8 +71,35 @@ def read_picture(path: str | os.PathLike[str], *, scale: int, max_output_pixels:
         path,
         max_pixels=max_output_pixels // (scale * scale),
         convert=to_picture,
-        bound_note=f" input pixels, i.e. {max_output_pixels} output pixels at ×{scale}; see --max-output-pixels",
+        bound_note=_bound_note(scale, max_output_pixels, "see --max-output-pixels"),
     )
+
+
+def _bound_note(scale: int, max_output_pixels: int, setting: str) -> str:
+    """The end of the too-many-pixels reason: the input bound as output pixels, and what sets it."""
+    return f" input pixels, i.e. {max_output_pixels} output pixels at ×{scale}; {setting}"
+
+
+def upscale_picture(
+    gen: Generator,
+    picture: Picture,
+    rt: Runtime,
+    *,
+    tile: int | Tile,
+    progress: bool = False,
+    deadline: float = math.inf,
+) -> Picture:
+    """A picture ×s: its colour through the tiled generator (`upscale_image`), its alpha, if any,
+    by Pillow's bicubic."""
+    color = upscale_image(gen, picture.color, rt, tile=tile, progress=progress, deadline=deadline)
+    alpha = None
+    if picture.alpha is not None:
+        height, width = picture.alpha.shape
+        resized = Image.fromarray(picture.alpha).resize(
+            (width * gen.scale, height * gen.scale), Image.Resampling.BICUBIC
+        )
+        alpha = np.array(resized)  # (H·s, W·s) uint8
+    return Picture(color, alpha)
 
 
 def upscale_file(
@@ -92,18 +122,37 @@ def upscale_file(
             f"warning: {job.source}: animated ({picture.frames} frames); only the first frame is upscaled",
             file=sys.stderr,
         )
-    color = upscale_image(gen, picture.color, rt, tile=tile, progress=progress)
-    alpha = None
-    if picture.alpha is not None:
-        height, width = picture.alpha.shape
-        resized = Image.fromarray(picture.alpha).resize(
-            (width * gen.scale, height * gen.scale), Image.Resampling.BICUBIC
-        )
-        alpha = np.array(resized)  # (H·s, W·s) uint8
+    upscaled = upscale_picture(gen, picture, rt, tile=tile, progress=progress)
     try:
-        write_picture(job.target, Picture(color, alpha))
+        write_picture(job.target, upscaled)
     except OSError as err:  # no permission, a folder in the way, disk full
         raise SrganError(f"{job.target}: cannot write ({err.strerror or err})") from None
+
+
+def upscale_encoded(
+    gen: Generator,
+    data: bytes,
+    name: str,
+    rt: Runtime,
+    *,
+    tile: int | Tile,
+    max_output_pixels: int,
+    setting: str,
+    deadline: float = math.inf,
+) -> bytes:
+    """An encoded image (PNG, JPEG, WebP, … bytes, as uploaded) → the PNG bytes of its ×s picture,
+    pixel for pixel what `upscale_file` writes to a .png (the first frame of an animation).
+
+    Failures are `ImageReadError`s naming `name` (`TimedOut` past `deadline`); `setting` says what
+    sets `max_output_pixels`."""
+    picture = decode_bytes(
+        data,
+        name,
+        max_pixels=max_output_pixels // (gen.scale * gen.scale),
+        convert=to_picture,
+        bound_note=_bound_note(gen.scale, max_output_pixels, setting),
+    )
+    return encode_png(upscale_picture(gen, picture, rt, tile=tile, deadline=deadline))
 
 
 def upscale_files(

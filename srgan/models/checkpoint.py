@@ -123,10 +123,3 @@ def cpu_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     model = getattr(model, "module", model)
     model = getattr(model, "_orig_mod", model)
     return {k: v.detach().cpu() for k, v in model.state_dict().items()}
-
-
-def plain_copy(gen: torch.nn.Module, config: dict[str, Any]) -> torch.nn.Module:
-    """An fp32, contiguous-format CPU copy of the generator, as users load it."""
-    plain = build_generator(config)
-    plain.load_state_dict(cpu_state_dict(gen))
-    return plain.eval()

@@ -88,7 +88,7 @@ def load_model(spec: str) -> nn.Module:
         return load_generator(spec)
     from srgan.tracking.uris import load_generator_from_uri
 
-    gen = load_generator_from_uri(spec)
+    gen = load_generator_from_uri(spec, load_generator)
     if not isinstance(gen, tuple(ARCHITECTURES.values())):
         raise SrganError(
             f"{spec}: is a {type(gen).__name__}, not one of srgan's generators ({', '.join(ARCHITECTURES)})"

@@ -7,12 +7,9 @@ through `store.retry`.
 
 from __future__ import annotations
 
-import logging
 import re
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,25 +19,16 @@ import torch
 from mlflow.data.dataset_source_registry import resolve_dataset_source
 from mlflow.data.meta_dataset import MetaDataset
 from mlflow.entities import Metric
-from mlflow.models.signature import ModelSignature
 from mlflow.tracking import MlflowClient
-from mlflow.types import Schema, TensorSpec
 
-import srgan
 from srgan.core.provenance import file_sha256
 from srgan.tracking.outbox import Item, Outbox
 from srgan.tracking.remote import refusal, tracking_uri
+from srgan.tracking.serving import log_served_models
 from srgan.tracking.store import REGISTERED_MODEL, find_experiment, http_status, outage, retry
 
 if TYPE_CHECKING:  # annotations only: mlflow.log_table takes the DataFrame as it is
     import pandas as pd
-
-# Images in, images out: batch, height and width are free (-1); an inferred signature would pin
-# the example's 8×8 size and reject other inputs at predict time.
-IMAGE_SIGNATURE = ModelSignature(
-    inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))]),
-    outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))]),
-)
 
 
 class Tracker:
@@ -185,25 +173,11 @@ class Tracker:
             for key, value in tags.items():
                 retry(lambda: client.set_model_version_tag(version.name, version.version, key, value))
 
-    def log_generator(self, model: torch.nn.Module, name: str = "generator") -> str:
-        """Log the generator with a (-1, 3, -1, -1) float32 signature in [0, 1]; returns its URI."""
-        model = model.float().cpu().eval()
-        example = np.random.default_rng(0).random((1, 3, 8, 8), dtype=np.float32)
-        with _without_pickle_warning():
-            info = retry(
-                lambda: mlflow.pytorch.log_model(
-                    model,
-                    name=name,
-                    signature=IMAGE_SIGNATURE,
-                    input_example=example,
-                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}", "numpy"],
-                    # Pickle, not torch.export's pt2: export specialises the batch size to the
-                    # example's. The pickled Generator class travels with the model via code_paths.
-                    serialization_format="pickle",
-                    code_paths=[str(Path(srgan.__file__).parent)],
-                )
-            )
-        return info.model_uri
+    def log_generator(self, checkpoint: Path, images: type, tensors: type) -> str:
+        """Log the generator file as the models `mlflow models serve` runs (`serving`), around the
+        service classes given: images in (`upscaler`) and tensors in (`generator`); returns the
+        upscaler's URI, the one to register."""
+        return log_served_models(checkpoint, images, tensors)
 
 
 def _now_ms() -> int:
@@ -228,23 +202,6 @@ def deliver(run_id: str, item: Item, retry: bool) -> None:
     client.log_image(run_id, item["image"].numpy(), key=key, step=step, timestamp=timestamp)
 
 
-@contextmanager
-def _without_pickle_warning() -> Iterator[None]:
-    """Drop MLflow's warning that a pickled model runs code when loaded. Every training stage
-    printed it, and the user cannot act on it: pickle is chosen on purpose (`log_generator`).
-    MLflow's other warnings still show."""
-
-    def keep(record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Saving pytorch model by Pickle")
-
-    logger = logging.getLogger("mlflow.pytorch")
-    logger.addFilter(keep)
-    try:
-        yield
-    finally:
-        logger.removeFilter(keep)
-
-
 class Disabled(Tracker):
     """Ranks other than 0 under torchrun: they train but log nothing."""
 
@@ -266,5 +223,5 @@ class Disabled(Tracker):
     def register_generator(self, model_uri: str) -> str:
         return ""
 
-    def log_generator(self, model: torch.nn.Module, name: str = "generator") -> str:
+    def log_generator(self, checkpoint: Path, images: type, tensors: type) -> str:
         return ""

@@ -5,14 +5,19 @@ tracebacks, and within seconds, not minutes, when the tracking server does not a
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
 
 import mlflow
 import torch
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model, get_model_info
 from mlflow.tracking import MlflowClient
 
 from srgan.core.errors import SrganError
 from srgan.core.runtime import project_root
+from srgan.tracking.serving import CHECKPOINT
 from srgan.tracking.store import open_store, retry
 
 
@@ -27,8 +32,11 @@ def require_store(what: str = "") -> None:
         )
 
 
-def load_generator_from_uri(model_uri: str) -> torch.nn.Module:
-    """Load a generator logged by `Tracker.log_generator` (a `runs:/…` or `models:/…` URI).
+def load_generator_from_uri(model_uri: str, load_file: Callable[[Path], torch.nn.Module]) -> torch.nn.Module:
+    """Load a generator the training stages logged (a `runs:/…` or `models:/…` URI): one of the
+    served models (`srgan.tracking.serving`), whose generator file `load_file` reads
+    (`srgan.models.checkpoint.load_generator`, a floor above this one), or a pickled PyTorch
+    module as stages logged it before them.
 
     An unknown run, a missing model or an unreachable store becomes one `SrganError` line
     naming the URI, not an MLflow traceback. Without `$MLFLOW_TRACKING_URI` the store is the
@@ -38,8 +46,13 @@ def load_generator_from_uri(model_uri: str) -> torch.nn.Module:
     _open_store_for(model_uri)
     hint = "check the run id or version (`make ui` and `srgan registry list` list them)"
     try:
-        return mlflow.pytorch.load_model(model_uri, map_location="cpu")
-    except (MlflowException, OSError) as err:
+        if "pytorch" in get_model_info(model_uri).flavors:
+            return mlflow.pytorch.load_model(model_uri, map_location="cpu")
+        with tempfile.TemporaryDirectory() as tmp:
+            model = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+            artifacts = Model.load(model).flavors["python_function"]["artifacts"]
+            return load_file(model / artifacts[CHECKPOINT]["path"])
+    except (MlflowException, OSError, KeyError) as err:
         lines = str(err).strip().splitlines()
         first = (lines[0] if lines else type(err).__name__)[:200]
         raise SrganError(f"{model_uri}: cannot load the model ({first}); {hint}") from None

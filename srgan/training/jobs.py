@@ -23,6 +23,7 @@ from srgan.core.errors import SrganError
 from srgan.core.provenance import dataset_digest
 from srgan.core.runtime import Runtime, resolve_runtime, seed_everything
 from srgan.data.batches import RandomCrops, Shards, batch_loader, to_float
+from srgan.inference.service import ImageService, TensorService
 from srgan.models import checkpoint
 from srgan.models.networks import Discriminator, build_generator, icnr_
 from srgan.models.zoo import load_start
@@ -98,7 +99,7 @@ def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> Tr
     def finish(tracker: Tracker, state: LoopState) -> None:
         checkpoint.save_generator(out, gen, config)
         _write_curves(curves_path, state.curves, ["step", "loss", *VALIDATION])
-        tracker.log_generator(checkpoint.plain_copy(gen, config))
+        tracker.log_generator(out, ImageService, TensorService)
         tracker.record_output(out)
 
     stage = TrainingStage(
@@ -155,7 +156,7 @@ def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: P
             state.curves,
             ["step", "g_content", "g_pixel", "g_adv", "d_real", "d_fake", "d_x", "d_g_z", *VALIDATION],
         )
-        tracker.register_generator(tracker.log_generator(checkpoint.plain_copy(gen, config)))
+        tracker.register_generator(tracker.log_generator(out, ImageService, TensorService))
         tracker.record_output(out)
 
     stage = TrainingStage(
