@@ -41,7 +41,6 @@ from PIL import Image
 from upscale_memory import synthetic_photo
 
 from srgan.core.runtime import cpu_name
-from srgan.inference.service import ImageService, TensorService
 from srgan.models.zoo import released_path
 from srgan.tracking.serving import log_served_models
 
@@ -150,7 +149,7 @@ def main() -> None:
         os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
         os.chdir(tmp)
         with mlflow.start_run():
-            uri = log_served_models(released_path(MODEL), ImageService, TensorService)
+            uri = log_served_models(released_path(MODEL))
         version = mlflow.register_model(uri, "srgan-generator").version
         uri = f"models:/srgan-generator/{version}"
 

@@ -31,7 +31,6 @@ from project import BIN, REPO, clean_env, free_port, photo, stop_process_group, 
 from tiny_stage import random_generator
 
 from srgan.cli import main
-from srgan.inference.service import ImageService, TensorService
 from srgan.models.checkpoint import generator_config, save_generator
 from srgan.tracking.runs import stage_run
 
@@ -92,7 +91,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         patch.delenv("DVC_ROOT", raising=False)
         patch.setenv("MLFLOW_TRACKING_URI", env["MLFLOW_TRACKING_URI"])
         with stage_run("train", {"model.blocks": 2}) as tracker:
-            version = tracker.register_generator(tracker.log_generator(root / "srgan.pt", ImageService, TensorService))
+            version = tracker.register_generator(tracker.log_generator(root / "srgan.pt"))
             run_id = tracker.run_id
     version_uri = f"models:/srgan-generator/{version}"
     servers = [
@@ -150,10 +149,9 @@ def upscaled(served: Served, path: Path, tmp_path: Path) -> np.ndarray:
 
 
 def docs_curl_line() -> str:
-    """The docs' request: the lines of docs/using-a-model.md's code block that sends photo.jpg."""
+    """The docs' request: docs/using-a-model.md's code block that sends photo.jpg."""
     text = (REPO / "docs" / "using-a-model.md").read_text()
-    block = next(b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if "base64 -w0 photo.jpg" in b)
-    return "\n".join(line for line in block.splitlines() if not line.startswith("mlflow models serve"))
+    return next(b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if "base64 -w0 photo.jpg" in b)
 
 
 def test_the_docs_curl_line_answers_a_jpeg_with_the_png_srgan_upscale_writes(served: Served, tmp_path: Path) -> None:

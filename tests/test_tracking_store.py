@@ -18,7 +18,6 @@ from mlflow.tracking import MlflowClient
 
 from srgan.cli import main
 from srgan.core.errors import SrganError
-from srgan.inference.service import ImageService, TensorService
 from srgan.models.checkpoint import generator_config, save_generator
 from srgan.models.networks import Generator
 from srgan.tracking.remote import check_server, patience_s
@@ -122,7 +121,7 @@ def test_registry_prune_keeps_the_newest_and_every_version_still_pointed_at(
         written = tmp_path / ("models/srgan.pt" if index == 0 else f"gen{index}.pt")
         save_generator(written, gen, generator_config(4, 1, 4, False))
         with stage_run("train", {}) as tracker:
-            tracker.register_generator(tracker.log_generator(written, ImageService, TensorService))
+            tracker.register_generator(tracker.log_generator(written))
             if index == 0:
                 tracker.record_output(written)
             run_ids.append(tracker.run_id)

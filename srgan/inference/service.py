@@ -1,7 +1,7 @@
 """The generator as a service a server runs, one request at a time: `ImageService` (encoded images
 in, PNG bytes out, through `srgan upscale`'s own path) and `TensorService` (float tensors in and
-out, for programs). `srgan.tracking.serving` packages them as MLflow models, which `mlflow models
-serve` answers HTTP with; nothing here knows MLflow or HTTP.
+out, for programs). `srgan.tracking.serving` packages them as MLflow models (it names them:
+`SERVICES`), which `mlflow models serve` answers HTTP with; nothing here knows MLflow or HTTP.
 
 A request the service will not answer raises `Refused` with the HTTP status it deserves and one
 line naming what is wrong. One image at a time per process (a lock): the CPU's cores or the GPU
@@ -28,7 +28,7 @@ import torch
 from srgan.core import threads
 from srgan.core.errors import Refused, SrganError
 from srgan.core.runtime import Runtime, auto_precision, resolve_device
-from srgan.data.imageio import ImageReadError, Picture, encode_png
+from srgan.data.imageio import ImageReadError
 from srgan.inference.limits import DEFAULT_MAX_OUTPUT_PIXELS, MIN_TILE, check_max_output_pixels
 from srgan.inference.tiling import OutOfMemory, Tile, TimedOut, default_tile
 from srgan.inference.upscale import upscale_encoded
@@ -91,11 +91,6 @@ class ImageService(_Service):
 
     SETTING = "the server's max_output_pixels (model_config)"
 
-    @staticmethod
-    def example() -> list[bytes]:
-        """A request of one 8×8 gray PNG, for the model's stored example."""
-        return [encode_png(Picture(np.full((8, 8, 3), 128, np.uint8), None))]
-
     def upscale(self, images: list[bytes]) -> list[bytes]:
         deadline = time.monotonic() + self.timeout
         answers = []
@@ -148,10 +143,6 @@ class TensorService(_Service):
     fp32 forward, so memory grows with the image (for small inputs). NaN, ±inf and values
     outside [0, 1] are refused: the generator would answer them with NaN (invalid JSON) or with
     an image of the wrong brightness."""
-
-    @staticmethod
-    def example() -> np.ndarray:
-        return np.full((1, 3, 8, 8), 0.5, np.float32)
 
     def upscale(self, batch: np.ndarray) -> np.ndarray:
         if batch.size and not np.isfinite(batch).all():

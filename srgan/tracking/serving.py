@@ -1,7 +1,7 @@
 """The generator as the MLflow models a server runs: `mlflow models serve` answers HTTP with them.
 
 Each training stage logs its generator file as two pyfunc models (`log_served_models`), thin
-adapters of the services it is given (`srgan.inference.service`), which hold all the logic:
+adapters of the services of `srgan.inference.service`, which hold all the logic:
 - `upscaler` (`ServedImages`), for people's images, the version the train stage registers: a
   column `image` of encoded images (PNG, JPEG, WebP, … bytes; base64 in JSON, MLflow's convention
   for binary columns) → a column `image` of PNG bytes, through `srgan upscale`'s tiled path;
@@ -11,16 +11,17 @@ adapters of the services it is given (`srgan.inference.service`), which hold all
 Both hold the generator as its checkpoint file (`srgan.models.checkpoint`), not a pickled
 module, and srgan's code without the released weights (`code_paths`), so they load where srgan is
 not installed. Each model is a script of MLflow's "models from code" that names its adapter and
-service, so this module imports neither `srgan.inference` nor `srgan.models` (they sit on higher
-floors of the house). A request the service refuses is answered with its status and
-`{"error_code": …, "message": "<one line>"}`.
-
-Settings (MLflow's `model_config`, logged with the model as the service's `DEFAULTS`; an operator
-overrides them when serving with `SERVING_MODEL_CONFIG='{"max_output_pixels": 50000000}'`).
+its service (`SERVICES`). The services run in the server, not in the stage that logs them, so they
+are named, not imported: editing them re-runs no stage (`dvc.yaml` lists what a stage imports), a
+model keeps the code it was logged with, and this module stays below the floors they are built on.
+A request the service refuses is answered with its status and `{"error_code": …, "message": "<one
+line>"}`. An operator sets the service's settings when serving, through MLflow's `model_config`:
+`SERVING_MODEL_CONFIG='{"max_output_pixels": 50000000}' mlflow models serve …`.
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 import warnings
@@ -39,14 +40,19 @@ from mlflow.exceptions import MlflowException
 from mlflow.models.signature import ModelSignature
 from mlflow.protos.databricks_pb2 import DEADLINE_EXCEEDED, INVALID_PARAMETER_VALUE, TEMPORARILY_UNAVAILABLE
 from mlflow.types import ColSpec, DataType, Schema, TensorSpec
+from PIL import Image
 
 import srgan
-from srgan.core.errors import Refused
+from srgan.core.errors import Refused, exit_on_error
 from srgan.tracking.store import retry
 
 UPSCALER = "upscaler"  # the image model's name in its run (`runs:/<id>/upscaler`)
 GENERATOR = "generator"  # the tensor model's
 CHECKPOINT = "generator"  # the models' artifact: the generator file
+SERVICES = {
+    UPSCALER: ("srgan.inference.service", "ImageService"),
+    GENERATOR: ("srgan.inference.service", "TensorService"),
+}
 IMAGE_SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec(DataType.binary, "image")]),
     outputs=Schema([ColSpec(DataType.binary, "image")]),
@@ -95,6 +101,7 @@ class _Adapter(mlflow.pyfunc.PythonModel):
     def __init__(self, service: type) -> None:
         self.service = service
 
+    @exit_on_error  # a bad setting stops the server with one line, as a command does
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         checkpoint = Path(context.artifacts[CHECKPOINT])
         self.served = self.service(checkpoint, context.model_config or {}, MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT.get())
@@ -120,31 +127,33 @@ class ServedTensors(_Adapter):
             return self.served.upscale(model_input)
 
 
-def log_served_models(checkpoint: Path, images: type, tensors: type) -> str:
-    """Log the generator file `checkpoint` as the models `upscaler` (the service class `images`)
-    and `generator` (`tensors`) of the active run; returns the upscaler's URI (the version to
-    register).
+def log_served_models(checkpoint: Path) -> str:
+    """Log the generator file `checkpoint` as the models `upscaler` and `generator` of the active
+    run; returns the upscaler's URI (the version to register).
 
     Each model is a script naming its adapter and service (MLflow's "models from code"), not a
-    pickled object. Each carries the service's example, which MLflow checks by serving it once
-    here and stores as the request body (`serving_input_example.json`) beside the model."""
+    pickled object. Each carries an example request (an 8×8 gray image), which MLflow checks by
+    serving it once here and stores as the request body (`serving_input_example.json`)."""
     requirements = [f"{name}=={version(name)}" for name in _REQUIREMENTS]
+    png = io.BytesIO()
+    Image.new("RGB", (8, 8), (128, 128, 128)).save(png, format="PNG")
     models = (
-        (GENERATOR, ServedTensors, tensors, TENSOR_SIGNATURE, tensors.example()),
-        (UPSCALER, ServedImages, images, IMAGE_SIGNATURE, pd.DataFrame({"image": images.example()})),
+        (GENERATOR, ServedTensors, TENSOR_SIGNATURE, np.full((1, 3, 8, 8), 0.5, np.float32)),
+        (UPSCALER, ServedImages, IMAGE_SIGNATURE, pd.DataFrame({"image": [png.getvalue()]})),
     )
     uris = {}
     with tempfile.TemporaryDirectory() as tmp:
         # srgan's code, not its released weights (13 MB) or caches: a model holds its own generator.
         code = Path(tmp) / "srgan"
         shutil.copytree(Path(srgan.__file__).parent, code, ignore=shutil.ignore_patterns("weights", "__pycache__"))
-        for name, adapter, service, signature, example in models:
+        for name, adapter, signature, example in models:
+            module, service = SERVICES[name]
             script = Path(tmp) / f"{name}.py"
             script.write_text(
                 "from mlflow.models import set_model\n"
                 f"from {adapter.__module__} import {adapter.__name__}\n"
-                f"from {service.__module__} import {service.__name__}\n\n"
-                f"set_model({adapter.__name__}({service.__name__}))\n"
+                f"from {module} import {service}\n\n"
+                f"set_model({adapter.__name__}({service}))\n"
             )
             with warnings.catch_warnings():
                 # MLflow's own comparison of a DataFrame example's columns with a range, which
@@ -158,7 +167,6 @@ def log_served_models(checkpoint: Path, images: type, tensors: type) -> str:
                         artifacts={CHECKPOINT: str(checkpoint)},
                         signature=signature,
                         input_example=example,
-                        model_config=service.DEFAULTS,
                         pip_requirements=requirements,
                         code_paths=[str(code)],
                     )

@@ -173,11 +173,10 @@ class Tracker:
             for key, value in tags.items():
                 retry(lambda: client.set_model_version_tag(version.name, version.version, key, value))
 
-    def log_generator(self, checkpoint: Path, images: type, tensors: type) -> str:
-        """Log the generator file as the models `mlflow models serve` runs (`serving`), around the
-        service classes given: images in (`upscaler`) and tensors in (`generator`); returns the
-        upscaler's URI, the one to register."""
-        return log_served_models(checkpoint, images, tensors)
+    def log_generator(self, checkpoint: Path) -> str:
+        """Log the generator file as the models `mlflow models serve` runs (`serving`): images in
+        (`upscaler`) and tensors in (`generator`); returns the upscaler's URI, the one to register."""
+        return log_served_models(checkpoint)
 
 
 def _now_ms() -> int:
@@ -223,5 +222,5 @@ class Disabled(Tracker):
     def register_generator(self, model_uri: str) -> str:
         return ""
 
-    def log_generator(self, checkpoint: Path, images: type, tensors: type) -> str:
+    def log_generator(self, checkpoint: Path) -> str:
         return ""

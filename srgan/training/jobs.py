@@ -23,7 +23,6 @@ from srgan.core.errors import SrganError
 from srgan.core.provenance import dataset_digest
 from srgan.core.runtime import Runtime, resolve_runtime, seed_everything
 from srgan.data.batches import RandomCrops, Shards, batch_loader, to_float
-from srgan.inference.service import ImageService, TensorService
 from srgan.models import checkpoint
 from srgan.models.networks import Discriminator, build_generator, icnr_
 from srgan.models.zoo import load_start
@@ -99,7 +98,7 @@ def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> Tr
     def finish(tracker: Tracker, state: LoopState) -> None:
         checkpoint.save_generator(out, gen, config)
         _write_curves(curves_path, state.curves, ["step", "loss", *VALIDATION])
-        tracker.log_generator(out, ImageService, TensorService)
+        tracker.log_generator(out)
         tracker.record_output(out)
 
     stage = TrainingStage(
@@ -156,7 +155,7 @@ def train_gan(params: Params, data_dir: Path, init: Path, out: Path, disc_out: P
             state.curves,
             ["step", "g_content", "g_pixel", "g_adv", "d_real", "d_fake", "d_x", "d_g_z", *VALIDATION],
         )
-        tracker.register_generator(tracker.log_generator(out, ImageService, TensorService))
+        tracker.register_generator(tracker.log_generator(out))
         tracker.record_output(out)
 
     stage = TrainingStage(
