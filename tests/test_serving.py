@@ -3,7 +3,7 @@ HTTP: the registered image model (encoded images in, PNG out) and the tensor mod
 
 One tiny random-weight generator is logged and registered as the train stage does it, and three
 real servers run for the module: the image model as the docs serve it, the same with a 2-s
-request timeout, and the tensor model.
+request timeout and a lower cap (`SERVING_MODEL_CONFIG`), and the tensor model.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Served:
     version_uri: str  # models:/srgan-generator/<version>: the image model
     run_id: str  # the run that logged it
     images: Server
-    quick: Server  # the image model, timing out after 2 s
+    quick: Server  # the image model, timing out after 2 s, capped at 99 MP
     tensors: Server  # runs:/<run id>/generator
 
 
@@ -96,7 +96,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     version_uri = f"models:/srgan-generator/{version}"
     servers = [
         serve(version_uri, root, env),
-        serve(version_uri, root, env, "-t", "2"),
+        serve(version_uri, root, {**env, "SERVING_MODEL_CONFIG": '{"max_output_pixels": 99000000}'}, "-t", "2"),
         serve(f"runs:/{run_id}/generator", root, env),
     ]
     try:
@@ -240,6 +240,24 @@ def test_a_bad_image_is_a_one_line_400_and_the_server_answers_the_next(served: S
     assert time.monotonic() - began < 10  # the cap is read from the header: nothing is decoded
     (good,) = pngs(post(served.images, frame(JPEG)))
     assert good.shape == (64, 64, 3)
+
+
+def test_the_cap_set_when_serving_is_the_one_applied(served: Served) -> None:
+    """A header of 2500×2500 (100 MP out): within the default cap, so decoded (and found
+    truncated); over the 99 MP the second server was started with."""
+    body = frame(png_header_only(2500, 2500))
+    assert post(served.images, body).json()["message"] == "image: truncated"
+    message = post(served.quick, body).json()["message"]
+    assert message.startswith("image: too many pixels (2500×2500 > 6187500 input pixels, i.e. 99000000 output")
+
+
+def test_a_bad_setting_stops_the_server_with_one_line_naming_it(served: Served) -> None:
+    env = {**served.env, "SERVING_MODEL_CONFIG": '{"tile": 8}'}
+    server = serve(served.version_uri, served.root, env)
+    assert server.process.wait(timeout=120) != 0
+    log = server.log.read_text()
+    assert "error: model_config: tile 8; use auto or a side of at least 32 pixels\n" in log
+    assert "SrganError" not in log  # the line, not a traceback of ours (MLflow's own command follows)
 
 
 def test_requests_mlflow_refuses_before_the_model_are_4xx(served: Served) -> None:

@@ -48,10 +48,7 @@ class _Service:
 
     def __init__(self, checkpoint: Path, settings: dict[str, Any], timeout: float) -> None:
         self.generator = load_generator(checkpoint)
-        settings = {**self.DEFAULTS, **settings}
-        unknown = sorted(set(settings) - set(self.DEFAULTS))
-        if unknown:
-            raise SrganError(f"model_config: unknown key {unknown[0]}; the keys are {', '.join(self.DEFAULTS)}")
+        settings = {**self.DEFAULTS, **settings}  # MLflow passes only keys logged with the model
         self.max_output_pixels, tile = settings["max_output_pixels"], settings["tile"]
         if not isinstance(self.max_output_pixels, int) or self.max_output_pixels < 1:
             raise SrganError(f"model_config: max_output_pixels {self.max_output_pixels!r}; use a pixel count")

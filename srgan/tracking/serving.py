@@ -21,6 +21,7 @@ line>"}`. An operator sets the service's settings when serving, through MLflow's
 
 from __future__ import annotations
 
+import importlib
 import io
 import shutil
 import tempfile
@@ -148,6 +149,9 @@ def log_served_models(checkpoint: Path) -> str:
         shutil.copytree(Path(srgan.__file__).parent, code, ignore=shutil.ignore_patterns("weights", "__pycache__"))
         for name, adapter, signature, example in models:
             module, service = SERVICES[name]
+            # Its settings, logged as the model's `model_config`: MLflow takes at serving time only
+            # the keys logged. Read where it runs anyway: MLflow serves the example here.
+            defaults = getattr(importlib.import_module(module), service).DEFAULTS
             script = Path(tmp) / f"{name}.py"
             script.write_text(
                 "from mlflow.models import set_model\n"
@@ -167,6 +171,7 @@ def log_served_models(checkpoint: Path) -> str:
                         artifacts={CHECKPOINT: str(checkpoint)},
                         signature=signature,
                         input_example=example,
+                        model_config=defaults,
                         pip_requirements=requirements,
                         code_paths=[str(code)],
                     )
