@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from srgan.core.errors import SrganError
-from srgan.data.imageio import ImageReadError, list_images, read_image, write_png
+from srgan.data.imageio import ImageReadError, decode_bytes, list_images, read_image, to_picture, write_png
 
 BOUND = 10_000_000
 
@@ -176,6 +176,21 @@ def test_truncated_file(tmp_path: Path, suffix: str) -> None:
     data = full.read_bytes()
     (tmp_path / f"half{suffix}").write_bytes(data[: len(data) // 2])
     assert _reason(tmp_path / f"half{suffix}") == "truncated"
+
+
+def test_a_jpeg_cut_inside_its_header_is_truncated_as_a_file_and_as_bytes(tmp_path: Path) -> None:
+    """A small JPEG cut in half ends inside its header tables: Pillow fails while opening it
+    (a bare OSError), not while decoding; it is still a "truncated" image, not a read failure."""
+    buffer = io.BytesIO()
+    Image.fromarray(_rgb(12, 16)).save(buffer, format="JPEG")
+    half = buffer.getvalue()[: len(buffer.getvalue()) // 2]
+    (tmp_path / "half.jpg").write_bytes(half)
+    assert _reason(tmp_path / "half.jpg") == "truncated"
+    with pytest.raises(ImageReadError) as caught:
+        decode_bytes(half, "upload", max_pixels=BOUND, convert=to_picture)
+    assert str(caught.value) == "upload: truncated"
+    with pytest.raises(ImageReadError, match="^upload: empty$"):
+        decode_bytes(b"", "upload", max_pixels=BOUND, convert=to_picture)
 
 
 def test_damaged_data_is_corrupt(tmp_path: Path) -> None:
