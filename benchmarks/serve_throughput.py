@@ -24,6 +24,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -61,8 +62,7 @@ class Server:
     """`mlflow models serve` of `uri`: `workers` processes, `timeout` seconds a request."""
 
     def __init__(self, uri: str, env: dict[str, str], timeout: int, log: Path, workers: int = 1) -> None:
-        with socket_port() as port:
-            self.url = f"http://127.0.0.1:{port}"
+        self.url = f"http://127.0.0.1:{free_port()}"
         command = [str(BIN / "mlflow"), "models", "serve", "-m", uri, "--env-manager", "local", "-h", "127.0.0.1"]
         with open(log, "wb") as out:
             self.process = subprocess.Popen(
@@ -97,18 +97,11 @@ class Server:
         self.process.wait(timeout=30)
 
 
-class socket_port:
-    """A free local port, as a context manager (the socket is closed when the server binds it)."""
-
-    def __enter__(self) -> int:
-        import socket
-
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        return self.sock.getsockname()[1]
-
-    def __exit__(self, *exc: object) -> None:
-        self.sock.close()
+def free_port() -> int:
+    """A local port no one listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def srgan_upscale(source: Path, target: Path, env: dict[str, str]) -> tuple[float, int]:
