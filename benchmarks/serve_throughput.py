@@ -9,10 +9,11 @@ runs as one command on a folder of the same images, start-up included; its peak 
 child's `ru_maxrss`. Served PNGs are compared with its files (max difference in grey levels).
 
     .venv/bin/python benchmarks/serve_throughput.py [--size 512] [--count 4] [--clients 4] [--seconds 60]
-        [--client-size 256] [--workers 1] [--big]
+        [--client-size 256] [--workers 1] [--big] [--tensor]
 
 `--big` also serves a 3000×2000 photo (12000×8000 out) on a fresh server with a 900-s timeout and
-upscales it with `srgan upscale`: the memory figures a 96-MP answer costs.
+upscales it with `srgan upscale`: the memory figures a 96-MP answer costs. `--tensor` serves the
+tensor model (`runs:/<id>/generator`, whole-image) 128×128 and 256×256 inputs on a fresh server.
 """
 
 from __future__ import annotations
@@ -132,6 +133,7 @@ def main() -> None:
     parser.add_argument("--client-size", type=int, default=256, help="side of the photos the clients send")
     parser.add_argument("--workers", type=int, default=1, help="the server's worker processes (-w)")
     parser.add_argument("--big", action="store_true", help="also a 3000×2000 photo, on a server with -t 900")
+    parser.add_argument("--tensor", action="store_true", help="also the tensor model on 128² and 256² inputs")
     args = parser.parse_args()
     print(f"machine: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__}; mlflow {mlflow.__version__}")
     with tempfile.TemporaryDirectory() as tmp_name:
@@ -141,7 +143,7 @@ def main() -> None:
         env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
         os.environ["MLFLOW_TRACKING_URI"] = env["MLFLOW_TRACKING_URI"]
         os.chdir(tmp)
-        with mlflow.start_run():
+        with mlflow.start_run() as run:
             uri = log_served_models(released_path(MODEL))
         version = mlflow.register_model(uri, "srgan-generator").version
         uri = f"models:/srgan-generator/{version}"
@@ -198,6 +200,24 @@ def main() -> None:
             f"peak RSS {peak_rss(server.process.pid) / 2**30:.2f} GiB"
         )
         server.stop()
+
+        if args.tensor:
+            server = Server(f"runs:/{run.info.run_id}/generator", env, 900, tmp / "serve-tensor.log")
+            for side in (128, 256):
+                lr_img = np.random.default_rng(side).random((1, 3, side, side), dtype=np.float32)
+                sent = time.monotonic()
+                answer = requests.post(
+                    f"{server.url}/invocations",
+                    data=json.dumps({"inputs": lr_img.tolist()}),
+                    headers={"Content-Type": "application/json"},
+                    timeout=900,
+                )
+                seconds, peak = time.monotonic() - sent, peak_rss(server.process.pid) / 2**30
+                print(
+                    f"tensor model, {side}×{side} float32: HTTP {answer.status_code}, {seconds:.1f} s, "
+                    f"{len(answer.content) / 1e6:.0f} MB answer, peak RSS {peak:.2f} GiB"
+                )
+            server.stop()
 
         if args.big:
             big = tmp / "big"

@@ -58,6 +58,7 @@ class _Service:
         # `runtime.*: auto`, without a share of the cores yet: `turn` claims it per image.
         device, _ = resolve_device("auto")
         self.rt = Runtime(device=device, precision=auto_precision(device))
+        self.generator = self.generator.to(device)  # once; `upscale_batch` keeps it there
         self.tile = Tile(default_tile(self.generator, self.rt) if tile == "auto" else tile)
         self.timeout = timeout
         self.lock = threading.Lock()
@@ -150,5 +151,4 @@ class TensorService(_Service):
                 "(8-bit pixels divided by 255)"
             )
         with self.turn(time.monotonic() + self.timeout) as rt, torch.inference_mode():
-            gen = self.generator.to(rt.device)
-            return gen(torch.from_numpy(batch).to(rt.device)).cpu().numpy()  # float32 (n, 3, h·s, w·s)
+            return self.generator(torch.from_numpy(batch).to(rt.device)).cpu().numpy()  # float32 (n, 3, h·s, w·s)

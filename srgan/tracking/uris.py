@@ -12,7 +12,7 @@ from pathlib import Path
 import mlflow
 import torch
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model, get_model_info
+from mlflow.models import Model
 from mlflow.tracking import MlflowClient
 
 from srgan.core.errors import SrganError
@@ -46,12 +46,12 @@ def load_generator_from_uri(model_uri: str, load_file: Callable[[Path], torch.nn
     _open_store_for(model_uri)
     hint = "check the run id or version (`make ui` and `srgan registry list` list them)"
     try:
-        if "pytorch" in get_model_info(model_uri).flavors:
-            return mlflow.pytorch.load_model(model_uri, map_location="cpu")
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp:  # the model's folder, fetched once
             model = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-            artifacts = Model.load(model).flavors["python_function"]["artifacts"]
-            return load_file(model / artifacts[CHECKPOINT]["path"])
+            flavors = Model.load(model).flavors
+            if "pytorch" in flavors:
+                return mlflow.pytorch.load_model(str(model), map_location="cpu")
+            return load_file(model / flavors["python_function"]["artifacts"][CHECKPOINT]["path"])
     except (MlflowException, OSError, KeyError) as err:
         lines = str(err).strip().splitlines()
         first = (lines[0] if lines else type(err).__name__)[:200]
