@@ -58,7 +58,7 @@ def differences(srresnet: Path, srgan: Path, folders: list[Path]) -> list[np.nda
     diffs = []
     for folder in folders:
         conv = convention(4)
-        for pair in pairs_from_hr_folder(folder, conv, PreprocessParams().max_pixels):
+        for pair in pairs_from_hr_folder(folder, conv, PreprocessParams().max_pixels, None):
             outputs = [u(pair.lr_img) for u in upscale]
             y = [rgb_to_y(o, round_y=False) if o.ndim == 3 else o.astype(np.float64) for o in outputs]
             diffs.append(y[1] - y[0])

@@ -1,6 +1,6 @@
 """The `srgan` command: use a trained model outside the pipeline.
 
-srgan eval --model {bicubic,PATH} --data DIR [--no-reference] [--scale 4] [--json]
+srgan eval --model {bicubic,PATH} --data DIR [--degrade jpeg50] [--no-reference] [--scale 4] [--json]
 srgan upscale INPUT... -o OUT [--model NAME|PATH|URI] [--scale 4] [--tile N] [--format png|jpg|webp]
               [--max-output-pixels N] [--codec libx264] [--crf 18] [--pix-fmt yuv420p] [--batch 4]
               [--device ...] [--precision ...]
@@ -64,6 +64,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     conv = convention(scale, args.convention)  # the border crop, and how bicubic and an HR folder's LR resize
     upscaler = generator_upscaler(gen, rt) if gen else bicubic(scale, conv)
     max_pixels = PreprocessParams().max_pixels
+    if args.no_reference and args.degrade:
+        raise SrganError("--degrade applies to the LR made from HR images; with --no-reference there are none")
     if args.no_reference:
         images = read_folder(args.data, scale, max_pixels)
         per_photo = no_reference_scores([(name, upscaler(lr_img)) for name, lr_img in images], crop_border=scale)
@@ -76,14 +78,15 @@ def cmd_eval(args: argparse.Namespace) -> None:
                 f"{args.model} on {args.data} ({_count(len(images), 'image')} upscaled ×{scale}, no reference): {shown}"
             )
         return
-    per_image, _ = evaluate(upscaler, pairs_from_hr_folder(args.data, conv, max_pixels), conv)
+    per_image, _ = evaluate(upscaler, pairs_from_hr_folder(args.data, conv, max_pixels, args.degrade), conv)
     scores = average(per_image)
     if args.json:
-        print(to_json_line(args.model, scores))
+        print(to_json_line(args.model, scores, args.degrade))
     else:
         shown = "  ".join(f"{m.heading} {m.format(scores[m.name])}" for m in METRICS)
         print(
-            f"{args.model} on {args.data} ({_count(scores.images, 'image')}, ×{scale}, "
+            f"{args.model} on {args.data}{f' (LR {args.degrade})' if args.degrade else ''} "
+            f"({_count(scores.images, 'image')}, ×{scale}, "
             f"{scores.convention} convention): {shown}  (↑ higher is better, ↓ lower)"
         )
 
@@ -183,6 +186,16 @@ def _threads(text: str) -> int | str:
     return text if text == "auto" else _positive_int(text)
 
 
+def _degradation(text: str) -> str:
+    from srgan.data.degrade import check_degradation
+
+    try:
+        check_degradation(text, "--degrade")
+    except SrganError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--degrade: ")) from None
+    return text
+
+
 def _crf(text: str) -> int:
     value = _whole_number(text)
     if not 0 <= value <= 51:
@@ -230,6 +243,14 @@ def _add_eval(commands: argparse._SubParsersAction) -> None:
         "--no-reference",
         action="store_true",
         help="the folder holds low-resolution photos without HR: upscale them and report NIQE only",
+    )
+    ev.add_argument(
+        "--degrade",
+        type=_degradation,
+        default=None,
+        metavar="NAME",
+        help="degrade each LR input after the downscale: jpeg<Q>, noise<S>, crf<C> (an H.264 frame) or realistic "
+        "(the training chain), as the evaluate stage does for a `data.eval` entry `<set>@NAME`",
     )
     ev.add_argument(
         "--scale",

@@ -11,7 +11,7 @@ from srgan.core.config import flatten, load_params
 from srgan.core.errors import exit_on_error
 from srgan.core.runtime import project_root
 from srgan.data.download import materialize
-from srgan.data.sources import check_source
+from srgan.data.sources import check_source, split_degradation
 from srgan.tracking.runs import stage_run
 
 
@@ -30,7 +30,8 @@ def main() -> None:
     # The out appears only once every source is in: a kill leaves no partial folder under it.
     cache = project_root() / ".cache" / "download"
     with stage_run("download", flatten(params)) as tracker, atomic_dir(args.out) as staging:
-        for name in dict.fromkeys((params.data.train, *params.data.eval)):
+        # `bsd100` and `bsd100@jpeg50` are one download.
+        for name in dict.fromkeys((params.data.train, *(split_degradation(name)[0] for name in params.data.eval))):
             for folder in materialize(name, staging, cache, max_bytes=int(params.download.max_unpacked_gb * 1e9)):
                 manifest = json.loads((folder / "manifest.json").read_text())
                 relative = folder.relative_to(staging)

@@ -44,9 +44,9 @@ def test_eval_reports_distortion_and_niqe_of_bicubic(tmp_path: Path, capsys: pyt
     hr = {"astronaut": skimage.data.astronaut()[:256, :300], "coffee": skimage.data.coffee()[:200, :260]}
     folder = _save(tmp_path / "hr", hr)
     got = _json(capsys, ["eval", "--model", "bicubic", "--data", str(folder), "--json"])
-    assert set(got) == {"model", "psnr", "ssim", "mse", "lpips", "niqe", "images", "convention"}
+    assert set(got) == {"model", "psnr", "ssim", "mse", "lpips", "niqe", "images", "convention", "degrade"}
     expected = [bicubic_scores(img) for img in (hr["astronaut"], hr["coffee"])]
-    assert got["images"] == 2 and got["convention"] == "matlab"
+    assert got["images"] == 2 and got["convention"] == "matlab" and got["degrade"] is None
     for key in ("psnr", "lpips", "niqe"):
         assert got[key] == pytest.approx(np.mean([s[key] for s in expected]), abs=1e-9)
     assert 0.1 < got["lpips"] < 0.7  # bicubic ×4: blurred, well away from 0

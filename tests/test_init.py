@@ -91,8 +91,8 @@ def test_a_start_of_another_shape_is_refused_naming_both(tmp_path: Path, config:
     skip = str(config["bicubic_skip"]).lower()
     found = f"scale={config['scale']}, blocks={config['blocks']}, channels=8, bicubic_skip={skip}"
     assert str(refused.value) == (
-        f"params: pretrain.init={tmp_path / 'other.pt'}: holds arch=srresnet, {found}, "
-        "but model.* asks for arch=srresnet, scale=4, blocks=1, channels=8, bicubic_skip=true"
+        f"params: pretrain.init={tmp_path / 'other.pt'}: holds arch=srresnet, {found}, upsampler=pixelshuffle, "
+        "but model.* asks for arch=srresnet, scale=4, blocks=1, channels=8, bicubic_skip=true, upsampler=pixelshuffle"
     )
 
 
@@ -125,7 +125,8 @@ def test_a_misfit_start_stops_dvc_repro_before_any_out_is_removed(reproduced: Re
     assert failed.returncode != 0
     assert (
         f"error: params: pretrain.init={tmp_path / 'wide.pt'}: holds arch=srresnet, scale=4, blocks=1, channels=16, "
-        "bicubic_skip=true, but model.* asks for arch=srresnet, scale=4, blocks=1, channels=8, bicubic_skip=true"
+        "bicubic_skip=true, upsampler=pixelshuffle, but model.* asks for arch=srresnet, scale=4, blocks=1, "
+        "channels=8, bicubic_skip=true, upsampler=pixelshuffle"
     ) in failed.stderr + failed.stdout
     assert "Running stage 'download'" not in failed.stdout + failed.stderr
     assert {path: (project / path).read_bytes() for path in before} == before

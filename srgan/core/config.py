@@ -95,6 +95,7 @@ class PreprocessParams:
     max_pixels: int = field(default=100_000_000, metadata=POSITIVE)
     shard_size: int = field(default=512, metadata=POSITIVE)
     workers: int = field(default=0, metadata=NON_NEGATIVE)
+    degradation: Literal["bicubic", "realistic"] = "bicubic"  # srgan.data.degrade.REALISTIC
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class ModelParams:
     blocks: int = field(default=16, metadata=POSITIVE)
     channels: int = field(default=64, metadata=POSITIVE)
     bicubic_skip: bool = True
+    upsampler: Literal["pixelshuffle", "nearest"] = "pixelshuffle"  # srgan.models.networks.UPSAMPLERS
     d_channels: int = field(default=64, metadata=POSITIVE)
     d_norm: Literal["batch", "spectral"] = "batch"
 

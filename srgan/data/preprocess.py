@@ -1,7 +1,10 @@
 """Preprocess: downloaded images -> aligned (LR, HR) uint8 patch shards and eval PNGs.
 
 Training then only memory-maps arrays: it never decodes a JPEG or resizes on the fly, and
-its LR inputs come from the one MATLAB-compatible bicubic in `srgan.data.imresize`.
+its LR inputs come from the one MATLAB-compatible bicubic in `srgan.data.imresize`, then, with
+`preprocess.degradation: realistic`, from the seeded chain of `srgan.data.degrade` (each patch
+drawn from the seed, its image's path and its corner). An eval set named `<source>@<degradation>`
+gets that degradation on its LR images (drawn from each image's stem alone, whatever the seed).
 
 Layout under `out` (every path in the manifest is relative to `out`):
 - `train/hr_00000.npy` uint8 (N, hr_size, hr_size, 3) RGB in [0, 255], and `train/lr_00000.npy`
@@ -43,6 +46,7 @@ from srgan.core.atomic import atomic_dir, atomic_path, write_json
 from srgan.core.config import Params, PreprocessParams
 from srgan.core.errors import SrganError
 from srgan.data import sources
+from srgan.data.degrade import REALISTIC, degrade
 from srgan.data.imageio import IMAGE_EXTENSIONS, ImageReadError, list_images, read_image, write_png
 from srgan.data.imresize import imresize_uint8, modcrop
 from srgan.data.patches import Corner, cut_patches, patch_corners, select_val_patches, split_images
@@ -129,16 +133,22 @@ def _probe(task: tuple[Path, str], *, hr_size: int, max_pixels: int) -> tuple[in
 
 
 def _cut(
-    task: tuple[Path, str, list[Corner]], *, hr_size: int, scale: int, max_pixels: int
+    task: tuple[Path, str, list[Corner]], *, hr_size: int, scale: int, max_pixels: int, seed: int, degradation: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Decode a checked training image and cut its patches at the given corners."""
+    """Decode a checked training image and cut its patches at the given corners; `realistic`
+    degrades each LR patch (uint8 (k, h, h, 3)) by its own draw."""
     folder, name, corners = task
     image = read_image(folder / name, max_pixels=max_pixels)  # (H, W, 3) uint8 RGB
-    return cut_patches(image, corners, hr_size, scale)
+    hr, lr = cut_patches(image, corners, hr_size, scale)
+    if degradation == REALISTIC:
+        lr = np.stack([degrade(patch, REALISTIC, f"{seed}/{name}/{y},{x}") for patch, (y, x) in zip(lr, corners)])
+    return hr, lr
 
 
-def _eval_image(task: tuple[Path, str, Path, Path], *, scale: int, max_pixels: int) -> str | None:
-    """Write one eval image's modcropped HR and its LR as PNGs; the skip reason, or None."""
+def _eval_image(
+    task: tuple[Path, str, Path, Path], *, scale: int, max_pixels: int, degradation: str | None
+) -> str | None:
+    """Write one eval image's modcropped HR and its (degraded) LR as PNGs; the skip reason, or None."""
     folder, name, hr_path, lr_path = task
     try:
         image = read_image(folder / name, max_pixels=max_pixels, keep_gray=True)  # (H, W[, 3]) uint8
@@ -149,7 +159,8 @@ def _eval_image(task: tuple[Path, str, Path, Path], *, scale: int, max_pixels: i
         return f"too small ({width}×{height} < {scale})"
     hr_img = modcrop(image, scale)  # (H - H % scale, W - W % scale[, 3])
     write_png(hr_path, hr_img)
-    write_png(lr_path, imresize_uint8(hr_img, 1 / scale))  # (H / scale, W / scale[, 3])
+    lr_img = imresize_uint8(hr_img, 1 / scale)  # (H / scale, W / scale[, 3])
+    write_png(lr_path, lr_img if degradation is None else degrade(lr_img, degradation, lr_path.stem))
     return None
 
 
@@ -266,7 +277,9 @@ def _write_train_val(
     tasks = [(train_dir, name, corners) for name, corners in val_corners.items()]
     tasks += [(train_dir, name, patch_corners(*sizes[name], hr_size, stride)) for name in train_names]
     writers = {split: _ShardWriter(staging, split, settings.shard_size, hr_size, scale) for split in ("val", "train")}
-    cut = partial(_cut, hr_size=hr_size, scale=scale, max_pixels=settings.max_pixels)
+    cut = partial(
+        _cut, hr_size=hr_size, scale=scale, max_pixels=settings.max_pixels, seed=seed, degradation=settings.degradation
+    )
     for index, (hr, lr) in enumerate(workers.map(cut, tasks, "cut patches")):
         writers["val" if index < len(val_corners) else "train"].add(hr, lr)
     splits = {}
@@ -298,7 +311,7 @@ def _prepare_eval_set(
         (folder, name, staging / source / "hr" / output, staging / source / "lr" / output)
         for output, name in outputs.items()
     ]
-    work = partial(_eval_image, scale=scale, max_pixels=max_pixels)
+    work = partial(_eval_image, scale=scale, max_pixels=max_pixels, degradation=sources.split_degradation(slug)[1])
     images = []
     for (output, name), reason in zip(outputs.items(), workers.map(work, tasks, f"eval {slug}"), strict=True):
         if reason is None:

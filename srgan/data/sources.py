@@ -3,6 +3,10 @@
 A source name in `data.train` / `data.eval` is one of the registry keys below, the URL of a
 .zip/.tar/.tar.gz archive, or a local folder. `download` writes each source to
 `<raw>/<slug>/`; `preprocess` reads it back from the same place through `raw_dir`.
+
+A `data.eval` entry may end in `@<degradation>` (`bsd100@jpeg50`, `srgan.data.degrade`): the
+same images, downloaded once, with their LR inputs degraded; its eval-set name is the source's
+slug with that suffix.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from srgan.core.errors import SrganError
+from srgan.data.degrade import check_degradation
 
 Role = Literal["train", "eval"]
 
@@ -108,8 +113,27 @@ def is_url(name: str) -> bool:
     return name.startswith(("http://", "https://"))
 
 
+def split_degradation(name: str) -> tuple[str, str | None]:
+    """`bsd100@jpeg50` → (`bsd100`, `jpeg50`); a name without such a suffix → (name, None).
+
+    Only a last `@` followed by a word with optional digits splits, so a URL's `user@host` stays."""
+    source, sep, degradation = name.rpartition("@")
+    if sep and source and re.fullmatch(r"[a-z]+\d*", degradation):
+        return source, degradation
+    return name, None
+
+
 def check_source(name: str, key: str) -> None:
-    """Fail before any work if `name` is neither a registered source, an archive URL nor a folder."""
+    """Fail before any work if `name` is neither a registered source, an archive URL nor a folder,
+    or names a degradation that does not exist (or any, for the training source)."""
+    name, degradation = split_degradation(name)
+    if degradation is not None:
+        if key == "data.train":
+            raise SrganError(
+                f"params: data.train={name}@{degradation}: training pairs take their degradation from "
+                "preprocess.degradation; drop the @ part"
+            )
+        check_degradation(degradation, f"params: {key}={name}@{degradation}")
     if name in REGISTRY:
         return
     if is_url(name):
@@ -124,8 +148,12 @@ def slug(name: str) -> str:
     """The folder name a source lands in under `data/raw/` (and its eval-set name in reports).
 
     Registered names stay as they are; a URL or folder becomes its last path part plus a short
-    hash of the whole name, so two different folders called `images` never collide.
+    hash of the whole name, so two different folders called `images` never collide. A degraded
+    eval set keeps its `@<degradation>` suffix.
     """
+    name, degradation = split_degradation(name)
+    if degradation is not None:
+        return f"{slug(name)}@{degradation}"
     if name in REGISTRY:
         return name
     stem = re.sub(r"(\.tar\.gz|\.tgz|\.tar|\.zip)$", "", name.rstrip("/").split("/")[-1], flags=re.IGNORECASE)
@@ -136,7 +164,9 @@ def slug(name: str) -> str:
 def raw_dir(raw_root: str | Path, name: str, role: Role) -> Path:
     """Where `download` put the images of source `name` for `role`.
 
-    Only `sample` differs by role: its train and eval photos are disjoint fixed lists.
+    Only `sample` differs by role: its train and eval photos are disjoint fixed lists. A degraded
+    eval set reads its source's folder.
     """
+    name = split_degradation(name)[0]
     base = Path(raw_root) / slug(name)
     return base / role if name == "sample" else base

@@ -25,9 +25,10 @@ from srgan.core.errors import SrganError
 from srgan.core.metrics import Convention, convention
 from srgan.core.provenance import dataset_digest
 from srgan.core.runtime import Runtime
+from srgan.data.degrade import degrade
 from srgan.data.imageio import list_images, read_image
 from srgan.data.imresize import bicubic_upscale, imresize_rounded_once, imresize_uint8
-from srgan.data.sources import slug
+from srgan.data.sources import slug, split_degradation
 from srgan.evaluation.report import (
     MODELS,
     SetResults,
@@ -68,11 +69,13 @@ def bicubic(scale: int, conv: Convention) -> Upscaler:
     return lambda lr_img: bicubic_upscale(lr_img, scale, in_float=conv.resize_in_float)
 
 
-def downscale(hr_img: np.ndarray, scale: int, conv: Convention) -> np.ndarray:
+def downscale(hr_img: np.ndarray, scale: int, conv: Convention, degradation: str | None, name: str) -> np.ndarray:
     """An HR image's LR input, made as the convention says: MATLAB's uint8 bicubic, as preprocess
-    makes it, or in float and rounded once."""
+    makes it, or in float and rounded once; then degraded (`srgan.data.degrade`, drawn from the
+    image's name, as preprocess draws it) when a degradation is named."""
     resize = imresize_rounded_once if conv.resize_in_float else imresize_uint8
-    return resize(hr_img, 1 / scale)
+    lr_img = resize(hr_img, 1 / scale)
+    return lr_img if degradation is None else degrade(lr_img, degradation, name)
 
 
 def generator_upscaler(gen: Generator, rt: Runtime) -> Upscaler:
@@ -80,9 +83,10 @@ def generator_upscaler(gen: Generator, rt: Runtime) -> Upscaler:
     return lambda lr_img: upscale_image(gen, lr_img, rt)
 
 
-def pairs_from_prepared(folder: Path, conv: Convention, max_pixels: int) -> list[Pair]:
+def pairs_from_prepared(folder: Path, conv: Convention, max_pixels: int, degradation: str | None) -> list[Pair]:
     """The eval pairs preprocess wrote: `<folder>/hr/<name>.png` and `<folder>/lr/<name>.png`;
-    under a convention that resizes in float, the LR is made again from the HR that way."""
+    under a convention that resizes in float, the LR is made again from the HR that way (and
+    degraded again as preprocess degraded it)."""
     hr_files = [folder / "hr" / name for name in list_images(folder / "hr")]
     if not hr_files:
         raise SrganError(f"{folder}/hr: no images; run the preprocess stage (dvc repro preprocess)")
@@ -90,7 +94,7 @@ def pairs_from_prepared(folder: Path, conv: Convention, max_pixels: int) -> list
     for path in hr_files:
         hr_img = read_image(path, max_pixels=max_pixels, keep_gray=True)
         if conv.resize_in_float:
-            lr_img = downscale(hr_img, conv.crop_border, conv)
+            lr_img = downscale(hr_img, conv.crop_border, conv, degradation, path.stem)
         else:
             lr_img = read_image(folder / "lr" / path.name, max_pixels=max_pixels, keep_gray=True)
         pairs.append(Pair(path.stem, lr_img, hr_img))
@@ -153,7 +157,8 @@ def run_evaluation(
     rows: list[dict[str, Any]] = []
     for source in params.data.eval:
         name = slug(source)
-        pairs = pairs_from_prepared(data_dir / "eval" / name, conv, params.preprocess.max_pixels)
+        degradation = split_degradation(source)[1]
+        pairs = pairs_from_prepared(data_dir / "eval" / name, conv, params.preprocess.max_pixels, degradation)
         results[name], set_rows, set_figures = _evaluate_set(name, pairs, upscalers, conv, params)
         rows += set_rows
         figures.update(set_figures)

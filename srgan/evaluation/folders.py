@@ -65,15 +65,16 @@ def _measurable(folder: Path, read: Callable[[Path], T]) -> list[T]:
     return found
 
 
-def pairs_from_hr_folder(folder: Path, conv: Convention, max_pixels: int) -> list[Pair]:
-    """Every measurable HR image of a folder, with its LR made as the convention says (for `srgan eval`)."""
+def pairs_from_hr_folder(folder: Path, conv: Convention, max_pixels: int, degradation: str | None) -> list[Pair]:
+    """Every measurable HR image of a folder, with its LR made as the convention says and degraded
+    as named (for `srgan eval --degrade`: the LR the evaluate stage measures on `<set>@<degradation>`)."""
     scale = conv.crop_border
 
     def read(path: Path) -> Pair:
         hr_img = read_image(path, max_pixels=max_pixels, keep_gray=True)
         _too_small(path, hr_img.shape, crop_border=scale)  # the minimum is a multiple of the scale: modcrop keeps it
         hr_img = modcrop(hr_img, scale)
-        return Pair(path.stem, downscale(hr_img, scale, conv), hr_img)
+        return Pair(path.stem, downscale(hr_img, scale, conv, degradation, path.stem), hr_img)
 
     return _measurable(folder, read)
 
@@ -90,13 +91,14 @@ def read_folder(folder: Path, scale: int, max_pixels: int) -> list[tuple[str, np
     return _measurable(folder, read)
 
 
-def to_json_line(model: str, scores: Scores) -> str:
+def to_json_line(model: str, scores: Scores, degradation: str | None) -> str:
     """`srgan eval --json`: exactly one flat JSON object, every metric of the table by its name.
 
     Each mean is over the images with a finite value of it (an image without one, a flat image's
     NIQE or its infinite PSNR, is named in a warning on stderr), and `null` where no image has one.
     """
-    return json_line({"model": model, **scores.values, "images": scores.images, "convention": scores.convention})
+    fields = {"model": model, **scores.values, "images": scores.images, "convention": scores.convention}
+    return json_line({**fields, "degrade": degradation})
 
 
 def json_line(fields: dict[str, object]) -> str:

@@ -16,7 +16,7 @@ import torch
 from srgan.core.atomic import write_bytes
 from srgan.core.config import Params
 from srgan.core.errors import SrganError
-from srgan.models.networks import ARCHITECTURES, DEFAULT_ARCH, Discriminator, build_generator
+from srgan.models.networks import ARCHITECTURES, DEFAULT_ARCH, DEFAULT_UPSAMPLER, Discriminator, build_generator
 
 GENERATOR_FORMAT = "srgan-generator-v1"
 DISCRIMINATOR_FORMAT = "srgan-discriminator-v1"
@@ -60,16 +60,35 @@ def load(path: str | Path, expected_format: str) -> dict[str, Any]:
 
 
 def generator_config(
-    scale: int, blocks: int, channels: int, bicubic_skip: bool, arch: str = DEFAULT_ARCH
+    scale: int,
+    blocks: int,
+    channels: int,
+    bicubic_skip: bool,
+    arch: str = DEFAULT_ARCH,
+    upsampler: str = DEFAULT_UPSAMPLER,
 ) -> dict[str, Any]:
     """What a generator file stores to rebuild its model: the architecture's name and arguments."""
-    return {"arch": arch, "scale": scale, "blocks": blocks, "channels": channels, "bicubic_skip": bicubic_skip}
+    return {
+        "arch": arch,
+        "scale": scale,
+        "blocks": blocks,
+        "channels": channels,
+        "bicubic_skip": bicubic_skip,
+        "upsampler": upsampler,
+    }
+
+
+def stored_config(config: dict[str, Any]) -> dict[str, Any]:
+    """A file's stored config with the entries it predates filled in: a file written before
+    configs named their architecture holds an srresnet, and one written before they named the
+    upsampler (the released generators) a sub-pixel one."""
+    return {"arch": DEFAULT_ARCH, "upsampler": DEFAULT_UPSAMPLER, **config}
 
 
 def params_config(params: Params) -> dict[str, Any]:
     """The generator config the `scale` and `model.*` params ask for."""
     m = params.model
-    return generator_config(params.scale, m.blocks, m.channels, m.bicubic_skip, m.arch)
+    return generator_config(params.scale, m.blocks, m.channels, m.bicubic_skip, m.arch, m.upsampler)
 
 
 def save_generator(path: str | Path, model: torch.nn.Module, config: dict[str, Any]) -> None:
@@ -77,13 +96,12 @@ def save_generator(path: str | Path, model: torch.nn.Module, config: dict[str, A
 
 
 def load_generator(path: str | Path, expect: dict[str, Any] | None = None) -> torch.nn.Module:
-    """Rebuild the generator from its own stored config; `expect` refuses another architecture.
-
-    A file written before configs named their architecture holds an srresnet."""
+    """Rebuild the generator from its own stored config (`stored_config`); `expect` refuses
+    another architecture."""
     payload = load(path, GENERATOR_FORMAT)
     config = payload.get("config")
     if isinstance(config, dict):
-        config = {"arch": DEFAULT_ARCH, **config}
+        config = stored_config(config)
         if config["arch"] not in ARCHITECTURES:
             raise SrganError(
                 f"{path}: architecture {config['arch']!r} is not one of this srgan's ({', '.join(ARCHITECTURES)})"

@@ -5,7 +5,7 @@ Images enter and leave as (N, 3, H, W) float tensors, RGB, in [0, 1]. The genera
 not clamped (the MSE gradient needs the raw values); callers clamp when they make images.
 
 A generator architecture is a class in `ARCHITECTURES`, built as `cls(scale=, blocks=, channels=,
-bicubic_skip=)` (the `model` params), with `scale` and `bicubic_skip` attributes, stride-1
+bicubic_skip=, upsampler=)` (the `model` params), with `scale` and `bicubic_skip` attributes, stride-1
 convolutions, and PixelShuffle or nearest `nn.Upsample` to enlarge (what tiling's context
 radius reads). Training, checkpoints, evaluation, upscale, export and serving then take it by name.
 """
@@ -40,36 +40,57 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+# How the generator enlarges, ×2 a stage (`model.upsampler`): the paper's sub-pixel convolution, or
+# nearest-neighbour ×2 then a 3×3 conv (ESRGAN's), whose four sub-pixels share one kernel, so it
+# cannot print the 2/4-px grid a sub-pixel conv learns under the adversarial loss.
+UPSAMPLERS = ("pixelshuffle", "nearest")
+DEFAULT_UPSAMPLER = "pixelshuffle"  # what a generator file without an `upsampler` entry holds
+
+
+def _upsample_stage(channels: int, upsampler: str) -> tuple[nn.Module, ...]:
+    """One ×2 stage: (N, C, h, w) → (N, C, 2h, 2w)."""
+    if upsampler == "pixelshuffle":
+        return nn.Conv2d(channels, channels * 4, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(channels)
+    return nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(channels, channels, 3, padding=1), nn.PReLU(channels)
+
+
 class Generator(nn.Module):
     """SRResNet: 9×9 conv + PReLU → B residual blocks → 3×3 conv + BN + global skip →
     log2(scale) × [3×3 conv to 4C, PixelShuffle(2), PReLU] → 9×9 conv to RGB.
 
     `bicubic_skip` is not in the paper: the network then predicts the residual over the bicubic
     upsampling of its input (as VDSR does), which trains much faster on a short CPU schedule.
+    `upsampler="nearest"` is not in the paper either: each ×2 stage is [nearest ×2, 3×3 conv, PReLU].
 
-    The forward pass computes the last ×2 stage and the 9×9 tail in the sub-pixel domain (see
-    `_subpixel_tail`): the same function with the same parameters, about twice as fast on CPU.
-    `subpixel_tail = False` computes the paper's layer order instead; the benchmarks' plain
-    reference and the equivalence test use it.
+    With the sub-pixel upsampler the forward pass computes the last ×2 stage and the 9×9 tail in
+    the sub-pixel domain (see `_subpixel_tail`): the same function with the same parameters, about
+    twice as fast on CPU. `subpixel_tail = False` computes the paper's layer order instead; the
+    benchmarks' plain reference and the equivalence test use it.
     """
 
     subpixel_tail: bool = True
 
-    def __init__(self, scale: int = 4, blocks: int = 16, channels: int = 64, bicubic_skip: bool = False) -> None:
+    def __init__(
+        self,
+        scale: int = 4,
+        blocks: int = 16,
+        channels: int = 64,
+        bicubic_skip: bool = False,
+        upsampler: str = DEFAULT_UPSAMPLER,
+    ) -> None:
         super().__init__()
         if scale not in (2, 4, 8):
             raise ValueError(f"scale must be 2, 4 or 8, got {scale}")
+        if upsampler not in UPSAMPLERS:
+            raise ValueError(f"upsampler must be one of {UPSAMPLERS}, got {upsampler!r}")
         self.scale = scale
         self.bicubic_skip = bicubic_skip
+        self.upsampler = upsampler
         self.head = nn.Sequential(nn.Conv2d(3, channels, 9, padding=4), nn.PReLU(channels))
         self.blocks = nn.Sequential(*(ResidualBlock(channels) for _ in range(blocks)))
         self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels))
         self.upsample = nn.Sequential(
-            *(
-                layer
-                for _ in range(int(math.log2(scale)))
-                for layer in (nn.Conv2d(channels, channels * 4, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(channels))
-            )
+            *(layer for _ in range(int(math.log2(scale))) for layer in _upsample_stage(channels, upsampler))
         )
         self.tail = nn.Conv2d(channels, 3, 9, padding=4)
         # Where each tap of the sub-pixel kernel comes from (not saved: derived from the shapes).
@@ -79,7 +100,7 @@ class Generator(nn.Module):
         # lr_img: (N, 3, h, w) in [0, 1] -> returns (N, 3, h*scale, w*scale), ~[0, 1], unclamped
         features = self.head(lr_img)  # (N, C, h, w)
         features = features + self.body_tail(self.blocks(features))
-        if self.subpixel_tail:
+        if self.subpixel_tail and self.upsampler == "pixelshuffle":
             sr_img = self._subpixel_tail(features)
         else:
             sr_img = self.tail(self.upsample(features))  # (N, 3, h*scale, w*scale)

@@ -121,7 +121,11 @@ class Start:
 
 def load_start(spec: str, expect: dict[str, Any]) -> Start | None:
     """The start `pretrain.init` names (None for `none`), refused in one line naming the key
-    unless its architecture and shapes are those of `expect` (the `model.*` generator config)."""
+    unless its architecture and shapes are those of `expect` (the `model.*` generator config).
+
+    A generator file of another `upsampler` is a start too: the new generator takes its every
+    weight outside the ×2 stages (`body_of`), so a released sub-pixel SRResNet starts a nearest one
+    without learning its 16 blocks again."""
     if spec == NO_START:
         return None
     try:
@@ -133,16 +137,19 @@ def load_start(spec: str, expect: dict[str, Any]) -> Start | None:
 def _load_start(spec: str, expect: dict[str, Any]) -> Start:
     import torch
 
-    from srgan.models.checkpoint import GENERATOR_FORMAT, cpu_state_dict, load, load_generator
-    from srgan.models.networks import DEFAULT_ARCH, build_generator
+    from srgan.models.checkpoint import GENERATOR_FORMAT, cpu_state_dict, load, load_generator, stored_config
+    from srgan.models.networks import build_generator
 
     if spec in RELEASED or not is_model_uri(spec):
         path = released_path(spec) if spec in RELEASED else Path(spec)
-        found = {"arch": DEFAULT_ARCH, **(load(path, GENERATOR_FORMAT).get("config") or {})}
-        if found != expect:
+        found = stored_config(load(path, GENERATOR_FORMAT).get("config") or {})
+        if {**found, "upsampler": None} != {**expect, "upsampler": None}:
             raise SrganError(f"holds {_shape(found)}, but model.* asks for {_shape(expect)}")
         digest = _sha256(path.read_bytes())
-        return Start(spec, load_generator(path), digest, path, {"init.spec": spec, "init.sha256": digest})
+        tags = {"init.spec": spec, "init.sha256": digest}
+        if found["upsampler"] != expect["upsampler"]:  # the body carries over: `body_of`
+            tags["init.upsampler"] = f"{found['upsampler']} (its upsampler not carried over)"
+        return Start(spec, load_generator(path), digest, path, tags)
     gen = load_model(spec)
     wanted = build_generator(expect)
     shapes = {k: v.shape for k, v in cpu_state_dict(gen).items()}
@@ -158,11 +165,19 @@ def _load_start(spec: str, expect: dict[str, Any]) -> Start:
     return Start(spec, gen, digest, None, tags)
 
 
+def body_of(start: nn.Module, gen: nn.Module) -> dict[str, Any]:
+    """The entries of `start`'s state dict that `gen` has under the same name and shape: all of them
+    for equal architectures, all but the ×2 stages' convolutions across upsamplers (whose PReLUs
+    sit at the same places)."""
+    wanted = gen.state_dict()
+    return {k: v for k, v in start.state_dict().items() if k in wanted and wanted[k].shape == v.shape}
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
 def _shape(config: dict[str, Any]) -> str:
     """A generator config in the params' own words: `arch=srresnet, scale=4, blocks=16, …`."""
-    keys = ("arch", "scale", "blocks", "channels", "bicubic_skip")
+    keys = ("arch", "scale", "blocks", "channels", "bicubic_skip", "upsampler")
     return ", ".join(f"{key}={str(config.get(key)).lower()}" for key in keys)

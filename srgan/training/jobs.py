@@ -25,7 +25,7 @@ from srgan.core.runtime import Runtime, resolve_runtime, seed_everything
 from srgan.data.batches import RandomCrops, Shards, batch_loader, to_float
 from srgan.models import checkpoint
 from srgan.models.networks import Discriminator, build_generator, icnr_
-from srgan.models.zoo import load_start
+from srgan.models.zoo import body_of, load_start
 from srgan.tracking.tracker import Tracker
 from srgan.training import distributed
 from srgan.training.loop import Intervals, Loop, LoopState, Scalars, run_loop
@@ -84,7 +84,7 @@ def pretrain(params: Params, data_dir: Path, out: Path, curves_path: Path) -> Tr
     start = load_start(p.init, config)  # refused here too when the stage runs by hand
     gen = build_generator(config)
     if start is not None:
-        gen.load_state_dict(start.generator.state_dict())
+        gen.load_state_dict(body_of(start.generator, gen), strict=start.generator.upsampler == gen.upsampler)
     elif p.icnr:
         icnr_(gen)
     gen = distributed.sync_batchnorm(gen, rt).to(rt.device, memory_format=torch.channels_last).train()
