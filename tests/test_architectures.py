@@ -30,11 +30,11 @@ from tests.tiny_stage import TINY_PARAMS, write_tiny_project
 
 class NearestConv(nn.Module):
     """A throwaway generator: conv, PReLU, nearest-neighbour ×scale, conv (ESRGAN's kind of
-    upsampler, no sub-pixel convolution), over the bicubic skip when asked."""
+    upsampler, no sub-pixel convolution, whatever `upsampler` says), over the bicubic skip when asked."""
 
-    def __init__(self, scale: int, blocks: int, channels: int, bicubic_skip: bool) -> None:
+    def __init__(self, scale: int, blocks: int, channels: int, bicubic_skip: bool, upsampler: str) -> None:
         super().__init__()
-        self.scale, self.bicubic_skip = scale, bicubic_skip
+        self.scale, self.bicubic_skip, self.upsampler = scale, bicubic_skip, upsampler
         self.body = nn.Sequential(
             nn.Conv2d(3, channels, 3, padding=1),
             nn.PReLU(channels),
@@ -66,7 +66,14 @@ def test_a_new_architecture_trains_loads_upscales_and_exports_by_name(
         job.run(tracker)
 
     stored = checkpoint.load(tmp_path / "gen.pt", checkpoint.GENERATOR_FORMAT)["config"]
-    assert stored == {"arch": "nearest_conv", "scale": 4, "blocks": 1, "channels": 8, "bicubic_skip": True}
+    assert stored == {
+        "arch": "nearest_conv",
+        "scale": 4,
+        "blocks": 1,
+        "channels": 8,
+        "bicubic_skip": True,
+        "upsampler": "pixelshuffle",
+    }
     gen = load_model(str(tmp_path / "gen.pt"))
     assert isinstance(gen, NearestConv)
     assert context_radius(gen) == 3  # the HR 3×3 conv's 1 px is 1 LR px after the ÷4, plus two LR 3×3 convs

@@ -27,9 +27,9 @@ TINY = generator_config(4, 1, 8, True)  # tiny_stage's model: 1 block × 8 chann
 PATHS = (Path("data/prepared"), Path("g.pt"), Path("c.csv"))  # in the tiny project, the working directory
 
 
-def tiny_params(init: str, steps: int = 2) -> Params:
+def tiny_params(init: str, steps: int = 2, upsampler: str = "pixelshuffle") -> Params:
     raw = yaml.safe_load(TINY_PARAMS.replace("STEPS", str(steps)))
-    raw["pretrain"]["init"] = init
+    raw["pretrain"]["init"], raw["model"]["upsampler"] = init, upsampler
     return parse_params(raw)
 
 
@@ -79,6 +79,18 @@ def test_pretrain_starts_from_a_generator_file(tmp_path: Path, monkeypatch: pyte
     # From scratch the generator is the seed's own (ICNR) init, not the file's.
     scratch = pretrain(tiny_params("none"), *PATHS)
     assert not weights_equal(scratch.stage.generator, start) and scratch.stage.tags == {"init.spec": "none"}
+
+    # A sub-pixel start for a nearest generator gives it its body: every weight outside the ×2
+    # stages' convs (their PReLUs sit at the same indices); those convs keep the seed's init.
+    nearest = pretrain(tiny_params(str(tmp_path / "start.pt"), upsampler="nearest"), *PATHS)
+    gen, old = nearest.stage.generator.state_dict(), start.state_dict()
+    assert nearest.stage.tags["init.upsampler"] == "pixelshuffle (its upsampler not carried over)"
+    fresh = {"upsample.1.weight", "upsample.1.bias", "upsample.4.weight", "upsample.4.bias"}
+    assert set(gen) - set(old) == fresh and all(gen[k].shape == (8, 8, 3, 3) for k in fresh if "weight" in k)
+    assert all(torch.equal(gen[k].cpu(), old[k]) for k in set(gen) - fresh)
+    # The same start for a generator of other blocks is still refused.
+    with pytest.raises(SrganError, match="holds arch=srresnet, scale=4, blocks=1"):
+        zoo.load_start(str(tmp_path / "start.pt"), generator_config(4, 2, 8, True, upsampler="nearest"))
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from conftest import Reproduced
 from mlflow.tracking import MlflowClient
@@ -20,7 +21,9 @@ from PIL import Image
 from project import BIN, REPO, TINY, in_terminal, mlflow_runs, run
 
 from srgan.core.runtime import cuda_problem
+from srgan.data.imresize import imresize_uint8
 from srgan.evaluation.scores import METRICS
+from srgan.models.checkpoint import load_generator
 
 # One worker of `pytest -n` runs every test that shares the session's reproduced project.
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("reproduced")]
@@ -63,6 +66,15 @@ def test_dvc_repro_builds_every_stage_and_reports(pipeline: Path) -> None:
         assert len(rows) == len(table[table["model"] == "hr"]), model
         for key, value in expected.items():
             assert rows[key].mean() == pytest.approx(value, abs=1e-3), (model, key)
+    # The recipe of the released real-photo model (conftest.py): a nearest-neighbour upsampler,
+    # trained on LR patches that the seeded chain degraded, about one in six left clean.
+    for name in ("srresnet", "srgan"):
+        gen = load_generator(pipeline / "models" / f"{name}.pt")
+        assert gen.upsampler == "nearest" and not any(isinstance(m, torch.nn.PixelShuffle) for m in gen.modules())
+    assert "model.upsampler=nearest" in results and "preprocess.degradation=realistic" in results
+    hr, lr = (np.load(pipeline / "data" / "prepared" / "train" / f"{kind}_00000.npy") for kind in ("hr", "lr"))
+    degraded = (lr != np.stack([imresize_uint8(patch, 1 / 4) for patch in hr])).any(axis=(1, 2, 3))
+    assert len(degraded) > 40 and 0.5 < degraded.mean() < 0.97, degraded.mean()
     lock = (pipeline / "dvc.lock").read_text()
     assert all(f"  {stage}:" in lock for stage in ("download", "preprocess", "pretrain", "train", "evaluate"))
     stages = {run_.data.tags["stage"] for run_ in mlflow_runs(pipeline)}

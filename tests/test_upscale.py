@@ -48,12 +48,17 @@ FP32 = ["--device", "cpu", "--precision", "fp32"]
 
 
 def random_generator(
-    scale: int = 4, blocks: int = 2, channels: int = 8, bicubic_skip: bool = True, seed: int = 0
+    scale: int = 4,
+    blocks: int = 2,
+    channels: int = 8,
+    bicubic_skip: bool = True,
+    seed: int = 0,
+    upsampler: str = "pixelshuffle",
 ) -> Generator:
     """Random weights in eval mode, with BN statistics that are not the identity and the output
     centred in [0, 1], so a tiling mistake shows in the pixels instead of vanishing into clamping."""
     torch.manual_seed(seed)
-    gen = Generator(scale=scale, blocks=blocks, channels=channels, bicubic_skip=bicubic_skip)
+    gen = Generator(scale=scale, blocks=blocks, channels=channels, bicubic_skip=bicubic_skip, upsampler=upsampler)
     with torch.no_grad():
         for module in gen.modules():
             if isinstance(module, nn.BatchNorm2d):
@@ -102,11 +107,12 @@ def error_lines(stderr: str) -> list[str]:
 # --- tiling ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("upsampler", ["pixelshuffle", "nearest"])
 @pytest.mark.parametrize("scale", [2, 4, 8])
 @pytest.mark.parametrize("blocks", [0, 2])
-def test_context_radius_is_the_measured_receptive_field(scale: int, blocks: int) -> None:
+def test_context_radius_is_the_measured_receptive_field(scale: int, blocks: int, upsampler: str) -> None:
     """The output of one LR pixel depends on inputs exactly `context_radius` pixels away, no further."""
-    gen = random_generator(scale=scale, blocks=blocks, channels=4).double()
+    gen = random_generator(scale=scale, blocks=blocks, channels=4, upsampler=upsampler).double()
     radius = context_radius(gen)
     side = 2 * radius + 9
     centre = side // 2
@@ -128,12 +134,19 @@ def test_tile_spans_cover_the_length_in_near_equal_pieces() -> None:
 
 
 @pytest.mark.parametrize(
-    ("scale", "bicubic_skip", "channels", "tile"),
-    [(4, True, 3, 128), (4, False, 3, 100), (2, True, 0, 75)],
-    ids=["x4-bicubic-skip-rgb", "x4-plain-rgb", "x2-gray"],
+    ("scale", "bicubic_skip", "channels", "tile", "upsampler"),
+    [
+        (4, True, 3, 128, "pixelshuffle"),
+        (4, False, 3, 100, "pixelshuffle"),
+        (2, True, 0, 75, "pixelshuffle"),
+        (4, True, 3, 90, "nearest"),
+    ],
+    ids=["x4-bicubic-skip-rgb", "x4-plain-rgb", "x2-gray", "x4-nearest"],
 )
-def test_tiled_inference_equals_whole_image_inference(scale: int, bicubic_skip: bool, channels: int, tile: int) -> None:
-    gen = random_generator(scale=scale, bicubic_skip=bicubic_skip)
+def test_tiled_inference_equals_whole_image_inference(
+    scale: int, bicubic_skip: bool, channels: int, tile: int, upsampler: str
+) -> None:
+    gen = random_generator(scale=scale, bicubic_skip=bicubic_skip, upsampler=upsampler)
     lr_img = smooth_image(300, 300, channels)
     whole = generator_upscaler(gen, CPU_FP32)(lr_img)
     assert whole.std() > 10  # not clamped flat, or the comparison would prove nothing

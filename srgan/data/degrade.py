@@ -73,7 +73,9 @@ def realistic(lr_img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     if rng.random() < 0.4:
         out = gaussian_noise(out, rng.uniform(1.0, 10.0), rng, gray=rng.random() < 0.3)
     if rng.random() < 0.6:
-        out = jpeg(out, int(rng.integers(30, 96))) if rng.random() < 2 / 3 else h264_frame(out, int(rng.integers(20, 37)))
+        out = (
+            jpeg(out, int(rng.integers(30, 96))) if rng.random() < 2 / 3 else h264_frame(out, int(rng.integers(20, 37)))
+        )
     return out
 
 
@@ -120,7 +122,10 @@ def h264_frame(image: np.ndarray, crf: int) -> np.ndarray:
     encoder.pix_fmt = "yuv420p"
     encoder.time_base = Fraction(1, 25)
     encoder.options = {"crf": str(crf), "threads": "1"}
-    packets = [*encoder.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")), *encoder.encode(None)]
+    packets = [
+        *encoder.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")),
+        *encoder.encode(None),
+    ]
     decoder = av.CodecContext.create("h264", "r")
     frames = [frame for packet in packets for frame in decoder.decode(packet)] + list(decoder.decode(None))
     out = frames[0].to_ndarray(format="rgb24")[:height, :width]

@@ -30,6 +30,7 @@ from srgan.data.imageio import list_images, read_image
 from srgan.data.imresize import bicubic_upscale, imresize_rounded_once, imresize_uint8
 from srgan.data.sources import slug, split_degradation
 from srgan.evaluation.report import (
+    MODEL_LABELS,
     MODELS,
     SetResults,
     departures,
@@ -204,7 +205,11 @@ def _evaluate_set(
     rows += [score_row(name, pair.name, "hr", values) for pair, values in zip(pairs, hr_scores)]
     figures = {
         f"{name}_{pair.name}": figure(
-            pair.lr_img, pair.hr_img, {m: outputs[m][i] for m in MODELS}, params.scale, params.evaluate.figure_crop
+            pair.lr_img,
+            pair.hr_img,
+            {MODEL_LABELS[m]: outputs[m][i] for m in MODELS},
+            params.scale,
+            params.evaluate.figure_crop,
         )
         for i, pair in enumerate(pairs[: params.evaluate.figures])
     }

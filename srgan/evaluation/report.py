@@ -190,21 +190,31 @@ def perception_distortion_plot(results: dict[str, SetResults]) -> np.ndarray:
     return np.asarray(Image.open(buffer).convert("RGB"))
 
 
-def figure(lr_img: np.ndarray, hr_img: np.ndarray, outputs: dict[str, np.ndarray], scale: int, crop: int) -> np.ndarray:
-    """Centre crops side by side: LR (nearest-upscaled) | bicubic | SRResNet | SRGAN | HR.
-
-    Returns uint8 (crop + label bar, 5·crop + gaps, 3) RGB; grayscale images are shown as RGB.
-    """
+def figure(
+    lr_img: np.ndarray,
+    hr_img: np.ndarray,
+    outputs: dict[str, np.ndarray],
+    scale: int,
+    crop: int,
+    *,
+    centre: tuple[int, int] | None = None,
+    lr_label: str = "LR",
+) -> np.ndarray:
+    """Crops side by side: LR (nearest-upscaled) | each output under its label | HR, around the
+    image's centre or the HR pixel (y, x) `centre`. Returns uint8 (crop + label bar,
+    (len(outputs) + 2)·crop + gaps, 3) RGB; grayscale images are shown as RGB."""
     height, width = hr_img.shape[:2]
     side = min(crop, height, width) // scale * scale
-    top, left = (height - side) // 2 // scale * scale, (width - side) // 2 // scale * scale
+    y, x = centre or (height // 2, width // 2)
+    top = min(max(y - side // 2, 0), height - side) // scale * scale
+    left = min(max(x - side // 2, 0), width - side) // scale * scale
 
     def rgb(img: np.ndarray) -> np.ndarray:
         return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 else img
 
     lr_crop = lr_img[top // scale : (top + side) // scale, left // scale : (left + side) // scale]
-    panels = {"LR": np.kron(rgb(lr_crop), np.ones((scale, scale, 1), dtype=np.uint8))}
-    panels.update({MODEL_LABELS[model]: rgb(outputs[model])[top : top + side, left : left + side] for model in MODELS})
+    panels = {lr_label: np.kron(rgb(lr_crop), np.ones((scale, scale, 1), dtype=np.uint8))}
+    panels.update({label: rgb(output)[top : top + side, left : left + side] for label, output in outputs.items()})
     panels["HR"] = rgb(hr_img)[top : top + side, left : left + side]
     gap, bar = 4, 16
     canvas = Image.new("RGB", (len(panels) * (side + gap) - gap, side + bar), "white")
@@ -288,13 +298,23 @@ def departures(params: Params) -> list[str]:
         )
     recipe = (
         (
-            params.pretrain.icnr and params.pretrain.init == NO_START,
+            params.pretrain.icnr and params.pretrain.init == NO_START and params.model.upsampler == "pixelshuffle",
             "pretrain.icnr=true: ICNR init of the sub-pixel convs (Aitken et al. 2017)",
         ),
         (t.pixel_weight > 0, f"train.pixel_weight={t.pixel_weight:g}: an L1 pixel term (BasicSR's recipes)"),
         (t.adv_weight != 1e-3, f"train.adv_weight={t.adv_weight:g} (the paper: 1e-3)"),
         (t.freeze_bn, "train.freeze_bn=true: the generator's BatchNorm statistics frozen in the GAN phase (ESRGAN)"),
         (params.model.d_norm != "batch", f"model.d_norm={params.model.d_norm}: no BatchNorm in the discriminator"),
+        (
+            params.model.upsampler == "nearest",
+            "model.upsampler=nearest: each ×2 stage is nearest-neighbour ×2 + 3×3 conv (ESRGAN's), "
+            "not a sub-pixel conv",
+        ),
+        (
+            params.preprocess.degradation == "realistic",
+            "preprocess.degradation=realistic: the training LR blurred, noised and JPEG/H.264-compressed by a seeded "
+            "chain (srgan/data/degrade.py); the paper trains on bicubic LR",
+        ),
     )
     notes += [text for departs, text in recipe if departs]
     if params.data.train not in ("mirflickr25k",):
