@@ -27,14 +27,21 @@ def test_generator_output_shape_per_scale(scale: int, bicubic_skip: bool) -> Non
 def test_generator_upsampling_stages_follow_scale() -> None:
     shuffles = [m for m in Generator(scale=8, blocks=1, channels=8).modules() if isinstance(m, torch.nn.PixelShuffle)]
     assert len(shuffles) == 3  # log2(8) × PixelShuffle(2)
+    nearest = Generator(scale=8, blocks=1, channels=8, upsampler="nearest")
+    ups = [m for m in nearest.modules() if isinstance(m, torch.nn.Upsample)]
+    assert len(ups) == 3 and not any(isinstance(m, torch.nn.PixelShuffle) for m in nearest.modules())
+    convs = [m for m in nearest.upsample if isinstance(m, torch.nn.Conv2d)]
+    assert all(conv.weight.shape == (8, 8, 3, 3) for conv in convs)  # C -> C after the ×2, not C -> 4C
 
 
+@pytest.mark.parametrize("upsampler", ["pixelshuffle", "nearest"])
 @pytest.mark.parametrize("scale", [2, 4, 8])
-def test_subpixel_tail_computes_the_papers_layer_order(scale: int) -> None:
-    """The fast forward (last shuffle after the 9×9 tail) gives the textbook outputs and gradients,
-    borders included, for non-square inputs and PReLU slopes of both signs."""
+def test_subpixel_tail_computes_the_papers_layer_order(scale: int, upsampler: str) -> None:
+    """The fast forward (last shuffle after the 9×9 tail; nearest stages as the sub-pixel convs they
+    equal) gives the textbook outputs and gradients, borders included, for non-square inputs and
+    PReLU slopes of both signs."""
     torch.manual_seed(0)
-    gen = Generator(scale=scale, blocks=1, channels=8)
+    gen = Generator(scale=scale, blocks=1, channels=8, upsampler=upsampler)
     for module in gen.modules():
         if isinstance(module, torch.nn.PReLU):
             module.weight.data.uniform_(-0.5, 0.5)

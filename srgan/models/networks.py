@@ -62,10 +62,11 @@ class Generator(nn.Module):
     upsampling of its input (as VDSR does), which trains much faster on a short CPU schedule.
     `upsampler="nearest"` is not in the paper either: each ×2 stage is [nearest ×2, 3×3 conv, PReLU].
 
-    With the sub-pixel upsampler the forward pass computes the last ×2 stage and the 9×9 tail in
-    the sub-pixel domain (see `_subpixel_tail`): the same function with the same parameters, about
-    twice as fast on CPU. `subpixel_tail = False` computes the paper's layer order instead; the
-    benchmarks' plain reference and the equivalence test use it.
+    The forward pass computes the last ×2 stage and the 9×9 tail in the sub-pixel domain (see
+    `_subpixel_tail`; a nearest stage as the sub-pixel conv it equals, `nearest_as_subpixel`): the
+    same function with the same parameters, about twice as fast on CPU. `subpixel_tail = False`
+    computes the layers in their order instead; the benchmarks' plain reference and the
+    equivalence tests use it.
     """
 
     subpixel_tail: bool = True
@@ -100,7 +101,7 @@ class Generator(nn.Module):
         # lr_img: (N, 3, h, w) in [0, 1] -> returns (N, 3, h*scale, w*scale), ~[0, 1], unclamped
         features = self.head(lr_img)  # (N, C, h, w)
         features = features + self.body_tail(self.blocks(features))
-        if self.subpixel_tail and self.upsampler == "pixelshuffle":
+        if self.subpixel_tail:
             sr_img = self._subpixel_tail(features)
         else:
             sr_img = self.tail(self.upsample(features))  # (N, 3, h*scale, w*scale)
@@ -117,13 +118,45 @@ class Generator(nn.Module):
         3-output-channel conv poorly (90–120 GFLOP/s here against ~400 for the 64-channel ones),
         and the 64-channel full-resolution activations it reads are never built.
         """
-        *stages, conv, _shuffle, prelu = self.upsample
-        x = conv(nn.Sequential(*stages)(features))  # (N, 4C, H/2, W/2)
-        x = F.prelu(x, prelu.weight.repeat_interleave(4).to(x.dtype))
+        *stages, (weight, bias, slopes) = self._subpixel_stages()
+        x = features
+        for stage_weight, stage_bias, stage_slopes in stages:  # (N, C, h, w) -> (N, C, 2h, 2w)
+            x = F.prelu(F.pixel_shuffle(F.conv2d(x, stage_weight, stage_bias, padding=1), 2), stage_slopes)
+        x = F.conv2d(x, weight, bias, padding=1)  # (N, 4C, H/2, W/2)
+        x = F.prelu(x, slopes.repeat_interleave(4).to(x.dtype))
         flat = torch.cat([self.tail.weight.flatten(), self.tail.weight.new_zeros(1)])
         kernel = flat[self.tail_index]  # (12, 4C, k', k')
         x = F.conv2d(x, kernel, self.tail.bias.repeat_interleave(4), padding=kernel.shape[-1] // 2)  # (N, 12, H/2, W/2)
         return F.pixel_shuffle(x, 2)  # (N, 3, H, W)
+
+    def _subpixel_stages(self) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Each ×2 stage as the (4C, C, 3, 3) weight and (4C,) bias of a sub-pixel conv, and its
+        PReLU's slopes: the sub-pixel conv's own, or the nearest stage's conv folded."""
+        stages = []
+        for first, second, prelu in zip(*[iter(self.upsample)] * 3):
+            if self.upsampler == "pixelshuffle":
+                stages.append((first.weight, first.bias, prelu.weight))
+            else:
+                stages.append((nearest_as_subpixel(second.weight), second.bias.repeat_interleave(4), prelu.weight))
+        return stages
+
+
+# For sub-pixel row i of a nearest-×2 image, which of the LR rows p-1, p, p+1 each tap of a 3×3
+# kernel (rows 2p+i-1, 2p+i, 2p+i+1) reads: [i][LR offset][tap].
+_NEAREST_TAPS = torch.tensor([[[1, 0, 0], [0, 1, 1], [0, 0, 0]], [[0, 0, 0], [1, 1, 0], [0, 0, 1]]])
+
+
+def nearest_as_subpixel(weight: torch.Tensor) -> torch.Tensor:
+    """The (4·O, C, 3, 3) kernel of a conv on the LR map whose output, PixelShuffle(2)-ed, equals
+    the (O, C, 3, 3) `weight` applied, padding 1, to the nearest-neighbour ×2 of that map.
+
+    HR pixel (2p + i, 2q + j) reads LR rows p-1 / p (i = 0) or p / p+1 (i = 1), and columns likewise,
+    so each sub-pixel's kernel is a sum of taps of `weight` (output channel 4o + 2i + j is
+    sub-pixel (i, j) of channel o after the shuffle). The zero padding agrees at both sizes.
+    """
+    taps = _NEAREST_TAPS.to(weight.dtype).to(weight.device)
+    kernel = torch.einsum("iad,jbe,ocde->oijcab", taps, taps, weight)  # (O, 2, 2, C, 3, 3)
+    return kernel.reshape(weight.shape[0] * 4, *weight.shape[1:])
 
 
 def icnr_(generator: nn.Module) -> None:
