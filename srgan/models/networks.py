@@ -155,7 +155,8 @@ def nearest_as_subpixel(weight: torch.Tensor) -> torch.Tensor:
     sub-pixel (i, j) of channel o after the shuffle). The zero padding agrees at both sizes.
     """
     taps = _NEAREST_TAPS.to(weight.dtype).to(weight.device)
-    kernel = torch.einsum("iad,jbe,ocde->oijcab", taps, taps, weight)  # (O, 2, 2, C, 3, 3)
+    with torch.autocast(weight.device.type, enabled=False):  # summed in the weights' precision, cast once by the conv
+        kernel = torch.einsum("iad,jbe,ocde->oijcab", taps, taps, weight)  # (O, 2, 2, C, 3, 3)
     return kernel.reshape(weight.shape[0] * 4, *weight.shape[1:])
 
 
