@@ -64,6 +64,7 @@ def test_packages_hold_only_a_docstring() -> None:
 # stage dependency: `pretrain.init` starts the pipeline from a released generator.)
 CLI_ONLY = (
     "srgan/cli.py",
+    "srgan/cli_eval.py",
     "srgan/evaluation/folders.py",
     "srgan/inference/upscale.py",
     "srgan/inference/video.py",

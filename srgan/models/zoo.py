@@ -46,6 +46,12 @@ RELEASED = {
         sha256="9b5a96da5cb4cb62fe8ee3aaaab7a97765b1086b353e9466fb0f9af9ae46d29f",
         summary="SRResNet ×4 (pixel MSE), 16 blocks, T91 + BSD200, 6,600 updates on 2 CPU cores",
     ),
+    "srresnet-t91bsd200-realistic": Released(
+        file="srresnet_t91bsd200_realistic_1500.pt",
+        sha256="7575d93d9e72b8342b3db183c48975799286c1878656748bc43c04fa4ce9dd95",
+        summary="SRResNet ×4 (pixel MSE), nearest upsampler, T91 + BSD200 with realistic degradations, "
+        "srresnet-t91bsd200's body + 1,500 updates on 2 CPU cores",
+    ),
 }
 DEFAULT_RELEASED = "srgan-t91bsd200"
 
