@@ -94,11 +94,10 @@ def figure_rows(hr_path: Path, models: list[str], degradations: list[str], centr
     return np.concatenate(rows, axis=0)
 
 
-def table(out: Path, reference: str) -> str:
-    """Markdown: per set, a row per degradation, `LPIPS / PSNR` per model, then each model's LPIPS
-    over the reference's on the same inputs."""
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
-    models = list(dict.fromkeys(r["model"] for r in rows))
+def table(out: Path, models: list[str], reference: str) -> str:
+    """Markdown: per set, a row per degradation (in `DEGRADATIONS` order), `LPIPS / PSNR` per model
+    (in `models` order), then each model's LPIPS over the reference's on the same inputs."""
+    rows = [json.loads(line) for line in out.read_text().splitlines() if json.loads(line)["model"] in models]
     lines = []
     for set_name in dict.fromkeys(r["set"] for r in rows):
         lines += [f"\n{set_name}: LPIPS ↓ / PSNR dB (NIQE ↓ on clean only); LPIPS ÷ {reference}'s\n"]
@@ -106,7 +105,7 @@ def table(out: Path, reference: str) -> str:
             "| input | " + " | ".join(models) + " | " + " | ".join(f"÷ ({m})" for m in models if m != reference) + " |"
         ]
         lines += ["|---" * (2 * len(models)) + "|"]
-        for degradation in dict.fromkeys(r["degrade"] for r in rows if r["set"] == set_name):
+        for degradation in [d for d in DEGRADATIONS if any(r["set"] == set_name and r["degrade"] == d for r in rows)]:
             got = {r["model"]: r for r in rows if r["set"] == set_name and r["degrade"] == degradation}
             cells = [
                 f"{got[m]['lpips']:.3f} / {got[m]['psnr']:.2f}"
@@ -136,16 +135,20 @@ def main() -> None:
     parser.add_argument("--figure-out", type=Path, help="where --figure writes its PNG")
     args = parser.parse_args()
     if args.figure:
+        if args.centre is None or args.figure_out is None:
+            parser.error("--figure needs --centre Y X and --figure-out OUT.png")
         degradations = args.degrade or ["clean", "jpeg50", "crf28"]
         write_png(args.figure_out, figure_rows(args.figure, args.model, degradations, tuple(args.centre)))
         return
+    if args.out is None or not args.data:
+        parser.error("measuring needs --out ROWS.jsonl and at least one --data (or --figure to draw crops)")
     with tempfile.TemporaryDirectory() as tmp:
         folders = {
             d if d == "sample" else Path(d).name: sample_folder(Path(tmp)) if d == "sample" else Path(d)
             for d in args.data
         }
         measure_rows(folders, args.model, args.degrade or list(DEGRADATIONS), args.out)
-    print(f"\n{cpu_name()}, ×4, matlab convention" + table(args.out, args.reference))
+    print(f"\n{cpu_name()}, ×4, matlab convention" + table(args.out, args.model, args.reference))
 
 
 if __name__ == "__main__":

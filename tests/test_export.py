@@ -19,10 +19,14 @@ from srgan.models.checkpoint import generator_config, save_generator
 ONNX_TOLERANCE = 1e-4
 
 
-@pytest.mark.parametrize("bicubic_skip", [False, True])
-def test_onnx_export_has_dynamic_axes_and_agrees_with_pytorch(tmp_path: Path, bicubic_skip: bool) -> None:
-    gen = random_generator(bicubic_skip)
-    save_generator(tmp_path / "gen.pt", gen, generator_config(4, 2, 8, bicubic_skip))
+@pytest.mark.parametrize(
+    ("bicubic_skip", "upsampler"), [(False, "pixelshuffle"), (True, "pixelshuffle"), (True, "nearest")]
+)
+def test_onnx_export_has_dynamic_axes_and_agrees_with_pytorch(
+    tmp_path: Path, bicubic_skip: bool, upsampler: str
+) -> None:
+    gen = random_generator(bicubic_skip, upsampler=upsampler)
+    save_generator(tmp_path / "gen.pt", gen, generator_config(4, 2, 8, bicubic_skip, upsampler=upsampler))
     main(["export", "--model", str(tmp_path / "gen.pt"), "--format", "onnx", "-o", str(tmp_path / "gen.onnx")])
     session = onnxruntime.InferenceSession(str(tmp_path / "gen.onnx"), providers=["CPUExecutionProvider"])
     assert [i.shape for i in session.get_inputs()] == [["batch", 3, "height", "width"]]

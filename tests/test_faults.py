@@ -9,8 +9,9 @@ every stage. After every kill, no file under any declared out may be partial. Th
 repro` must finish, and every out DVC recorded (data, every model) and `metrics.json` must have
 the reference's bytes: a resumed training gives the uninterrupted weights, and a run from scratch
 with the same params and seed gives the same numbers and models. The reference trains on
-realistically degraded LR (conftest.py), so this also proves that chain's every draw reproducible. Its MLflow store then holds the
-evaluate run with the metric table, though the reports were the committed ones.
+realistically degraded LR (conftest.py), so this also proves that chain's every draw
+reproducible. Its MLflow store then holds the evaluate run with the metric table, though the
+reports were the committed ones.
 """
 
 from __future__ import annotations

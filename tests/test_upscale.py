@@ -781,7 +781,11 @@ def test_a_broken_link_in_a_folder_is_named_and_fails_the_run(
 @pytest.mark.parametrize(
     ("model", "message"),
     [
-        ("srgan-x2", "srgan-x2: neither a released model (srgan-t91bsd200, srresnet-t91bsd200) nor an existing file"),
+        (
+            "srgan-x2",
+            "srgan-x2: neither a released model (srgan-t91bsd200-realistic, srgan-t91bsd200, srresnet-t91bsd200, "
+            "srresnet-t91bsd200-realistic) nor an existing file",
+        ),
         (
             "models/srgan.pt",
             "models/srgan.pt: file not found (`dvc repro` writes models/srgan.pt and models/srresnet.pt)",

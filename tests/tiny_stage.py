@@ -83,10 +83,10 @@ TRAIN = (
 )
 
 
-def random_generator(bicubic_skip: bool, seed: int = 0, blocks: int = 2) -> Generator:
+def random_generator(bicubic_skip: bool, seed: int = 0, blocks: int = 2, upsampler: str = "pixelshuffle") -> Generator:
     """A tiny random-weight ×4 generator (8 channels) in eval mode, BN statistics not the identity."""
     torch.manual_seed(seed)
-    gen = Generator(scale=4, blocks=blocks, channels=8, bicubic_skip=bicubic_skip)
+    gen = Generator(scale=4, blocks=blocks, channels=8, bicubic_skip=bicubic_skip, upsampler=upsampler)
     with torch.no_grad():
         for module in gen.modules():
             if isinstance(module, nn.BatchNorm2d):

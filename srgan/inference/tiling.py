@@ -44,7 +44,8 @@ def context_radius(gen: Generator) -> int:
     convolution widens the margin by k // 2 pixels at its own resolution, and a PixelShuffle(f) or
     a nearest-neighbour Upsample(f) divides it by f, rounded up (tile cores start on LR pixel
     boundaries, so they stay aligned at every resolution). Residual and global skips read less
-    than the path they skip. The bicubic skip reads 2 LR pixels each side. For ×2, ×4 and ×8 this comes to 2·blocks + 8.
+    than the path they skip. The bicubic skip reads 2 LR pixels each side. For ×2, ×4 and ×8 this comes to 2·blocks + 8
+    (the nearest upsampler at ×4 and ×8: 2·blocks + 7, its convs sitting after their ×2).
     """
     margin = 0
     for layer in reversed([m for m in gen.modules() if isinstance(m, (nn.Conv2d, nn.PixelShuffle, nn.Upsample))]):

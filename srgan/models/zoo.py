@@ -36,6 +36,12 @@ class Released:
 
 
 RELEASED = {
+    "srgan-t91bsd200-realistic": Released(
+        file="srgan_t91bsd200_realistic_2400.pt",
+        sha256="a4db9d5336912e7bb1ecdb9215238f26c927d4791c03776f1b4f2d87c4602a5a",
+        summary="SRGAN ×4, nearest upsampler, T91 + BSD200 with realistic degradations (blur, noise, JPEG, H.264), "
+        "srresnet-t91bsd200-realistic + 2,400 SRGAN updates on 2 CPU cores",
+    ),
     "srgan-t91bsd200": Released(
         file="srgan_t91bsd200_gan4800.pt",
         sha256="54b62acb411df64c1f69857f53b32a36fb67ea507a42d82001ff0d833220d9ec",
@@ -53,7 +59,7 @@ RELEASED = {
         "srresnet-t91bsd200's body + 1,500 updates on 2 CPU cores",
     ),
 }
-DEFAULT_RELEASED = "srgan-t91bsd200"
+DEFAULT_RELEASED = "srgan-t91bsd200-realistic"
 
 
 def released_path(name: str) -> Path:
