@@ -124,10 +124,10 @@ def test_a_missing_start_is_named() -> None:
 def test_a_misfit_start_stops_dvc_repro_before_any_out_is_removed(reproduced: Reproduced, tmp_path: Path) -> None:
     project = tmp_path / "project"
     shutil.copytree(reproduced.pristine, project, symlinks=True)
-    save_generator(
+    save_generator(  # the reproduced project's upsampler (nearest), twice its channels
         tmp_path / "wide.pt",
-        Generator(scale=4, blocks=1, channels=16, bicubic_skip=True),
-        generator_config(4, 1, 16, True),
+        Generator(scale=4, blocks=1, channels=16, bicubic_skip=True, upsampler="nearest"),
+        generator_config(4, 1, 16, True, upsampler="nearest"),
     )
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["pretrain"]["init"] = str(tmp_path / "wide.pt")
@@ -137,8 +137,8 @@ def test_a_misfit_start_stops_dvc_repro_before_any_out_is_removed(reproduced: Re
     assert failed.returncode != 0
     assert (
         f"error: params: pretrain.init={tmp_path / 'wide.pt'}: holds arch=srresnet, scale=4, blocks=1, channels=16, "
-        "bicubic_skip=true, upsampler=pixelshuffle, but model.* asks for arch=srresnet, scale=4, blocks=1, "
-        "channels=8, bicubic_skip=true, upsampler=pixelshuffle"
+        "bicubic_skip=true, upsampler=nearest, but model.* asks for arch=srresnet, scale=4, blocks=1, "
+        "channels=8, bicubic_skip=true, upsampler=nearest"
     ) in failed.stderr + failed.stdout
     assert "Running stage 'download'" not in failed.stdout + failed.stderr
     assert {path: (project / path).read_bytes() for path in before} == before
@@ -157,17 +157,17 @@ def test_pretrain_starts_from_a_registered_model_and_records_its_run(
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DVC_ROOT", raising=False)
     write_tiny_project(tmp_path)
-    config = generator_config(4, 1, 8, True)
+    config = generator_config(4, 1, 8, True, upsampler="nearest")  # the reproduced project's generator
     for uri in (f"models:/srgan-generator/{version.version}", f"runs:/{version.run_id}/generator"):
         start = zoo.load_start(uri, config)
         assert start is not None and start.file is None
         assert start.tags["lineage.init_run_id"] == version.run_id
         assert start.tags["init.sha256"] == zoo.load_start(uri, config).sha256  # the weights' digest is stable
-    job = pretrain(tiny_params(uri), *PATHS)
+    job = pretrain(tiny_params(uri, upsampler="nearest"), *PATHS)
     assert weights_equal(job.stage.generator, zoo.load_model(uri))
     assert job.stage.tags["lineage.init_run_id"] == version.run_id
     registered = f"models:/srgan-generator/{version.version}"
     with pytest.raises(
         SrganError, match=rf"^params: pretrain.init={registered}: holds a Generator of other shapes, but"
     ):
-        zoo.load_start(registered, generator_config(4, 2, 8, True))
+        zoo.load_start(registered, generator_config(4, 2, 8, True, upsampler="nearest"))
