@@ -28,11 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from srgan.core.config import PreprocessParams, RuntimeParams
-from srgan.core.metrics import convention
+from srgan.core.metrics import Convention, convention
 from srgan.core.runtime import cpu_name, resolve_runtime
 from srgan.data.imageio import read_image, write_png
 from srgan.data.imresize import modcrop
-from srgan.evaluation.evaluate import bicubic, downscale, evaluate, generator_upscaler
+from srgan.evaluation.evaluate import Upscaler, bicubic, downscale, evaluate, generator_upscaler
 from srgan.evaluation.folders import pairs_from_hr_folder
 from srgan.evaluation.report import figure
 from srgan.evaluation.scores import average
@@ -48,6 +48,17 @@ def sample_folder(root: Path) -> Path:
     return next(f for f in materialize("sample", root, root / "cache", max_bytes=10**9) if f.name == "eval")
 
 
+def _upscalers(models: list[str], conv: Convention) -> dict[str, Upscaler]:
+    """Each model's upscaler: bicubic, or the generator its released name or file loads (once)."""
+    rt = resolve_runtime(RuntimeParams())
+    return {m: bicubic(4, conv) if m == "bicubic" else generator_upscaler(load_model(m), rt) for m in models}
+
+
+def _degradation(name: str) -> str | None:
+    """The `srgan.data.degrade` name of a row's input (`clean`: none)."""
+    return None if name == "clean" else name
+
+
 def measure_rows(folders: dict[str, Path], models: list[str], degradations: list[str], out: Path) -> None:
     """Append the rows `out` lacks: mean PSNR, SSIM, LPIPS and NIQE per set × degradation × model."""
     done = (
@@ -55,18 +66,19 @@ def measure_rows(folders: dict[str, Path], models: list[str], degradations: list
         if out.exists()
         else set()
     )
-    rt = resolve_runtime(RuntimeParams())
+    todo = {
+        (set_name, degradation): [m for m in models if (set_name, degradation, m) not in done]
+        for set_name in folders
+        for degradation in degradations
+    }
     conv = convention(4)
-    upscalers = {m: bicubic(4, conv) if m == "bicubic" else generator_upscaler(load_model(m), rt) for m in models}
-    for set_name, folder in folders.items():
-        for degradation in degradations:
-            todo = [m for m in models if (set_name, degradation, m) not in done]
-            if not todo:
-                continue
+    upscalers = _upscalers([m for m in models if any(m in wanted for wanted in todo.values())], conv)
+    for (set_name, degradation), wanted in todo.items():
+        if wanted:
             pairs = pairs_from_hr_folder(
-                folder, conv, PreprocessParams().max_pixels, None if degradation == "clean" else degradation
+                folders[set_name], conv, PreprocessParams().max_pixels, _degradation(degradation)
             )
-            for model in todo:
+            for model in wanted:
                 scores = average(evaluate(upscalers[model], pairs, conv)[0])
                 row = {
                     "set": set_name,
@@ -83,12 +95,11 @@ def measure_rows(folders: dict[str, Path], models: list[str], degradations: list
 def figure_rows(hr_path: Path, models: list[str], degradations: list[str], centre: tuple[int, int]) -> np.ndarray:
     """One row of 128-px crops per degradation: its LR (nearest-upscaled) | each model | HR."""
     conv = convention(4)
-    rt = resolve_runtime(RuntimeParams())
-    upscalers = {m: bicubic(4, conv) if m == "bicubic" else generator_upscaler(load_model(m), rt) for m in models}
+    upscalers = _upscalers(models, conv)
     hr_img = modcrop(read_image(hr_path, max_pixels=PreprocessParams().max_pixels), 4)
     rows = []
     for degradation in degradations:
-        lr_img = downscale(hr_img, 4, conv, None if degradation == "clean" else degradation, hr_path.stem)
+        lr_img = downscale(hr_img, 4, conv, _degradation(degradation), hr_path.stem)
         outputs = {m: upscale(lr_img) for m, upscale in upscalers.items()}
         rows.append(figure(lr_img, hr_img, outputs, 4, 128, centre=centre, lr_label=f"LR, {degradation}"))
     return np.concatenate(rows, axis=0)
@@ -97,7 +108,7 @@ def figure_rows(hr_path: Path, models: list[str], degradations: list[str], centr
 def table(out: Path, models: list[str], reference: str) -> str:
     """Markdown: per set, a row per degradation (in `DEGRADATIONS` order), `LPIPS / PSNR` per model
     (in `models` order), then each model's LPIPS over the reference's on the same inputs."""
-    rows = [json.loads(line) for line in out.read_text().splitlines() if json.loads(line)["model"] in models]
+    rows = [row for row in map(json.loads, out.read_text().splitlines()) if row["model"] in models]
     lines = []
     for set_name in dict.fromkeys(r["set"] for r in rows):
         lines += [f"\n{set_name}: LPIPS ↓ / PSNR dB (NIQE ↓ on clean only); LPIPS ÷ {reference}'s\n"]

@@ -72,6 +72,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
     from srgan.evaluation.scores import METRICS, NO_REFERENCE, Scores, average
     from srgan.models.zoo import load_model
 
+    if args.no_reference and args.degrade:  # refused before any model loads
+        raise SrganError("--degrade applies to the LR made from HR images; with --no-reference there are none")
     rt = resolve_runtime(RuntimeParams(device=args.device, precision=args.precision, threads=args.threads))
     gen = None if args.model == "bicubic" else load_model(args.model)
     scale = gen.scale if gen else args.scale or 4
@@ -80,8 +82,6 @@ def cmd_eval(args: argparse.Namespace) -> None:
     conv = convention(scale, args.convention)  # the border crop, and how bicubic and an HR folder's LR resize
     upscaler = generator_upscaler(gen, rt) if gen else bicubic(scale, conv)
     max_pixels = PreprocessParams().max_pixels
-    if args.no_reference and args.degrade:
-        raise SrganError("--degrade applies to the LR made from HR images; with --no-reference there are none")
     if args.no_reference:
         images = read_folder(args.data, scale, max_pixels)
         per_photo = no_reference_scores([(name, upscaler(lr_img)) for name, lr_img in images], crop_border=scale)
